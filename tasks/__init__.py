@@ -1,0 +1,1 @@
+"""Entry points: absl-flag programs, wiring only."""

@@ -1,0 +1,151 @@
+"""Algorithms end to end on tiny data: the skeleton, FedProx, the registry."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_imbalance import compat
+from tff_imbalance import errors
+from tff_imbalance import losses
+from tff_imbalance.learning import registry
+from tff_imbalance.learning.algorithms import fedavg_family
+from tff_imbalance.learning.client_work import local_training
+from tff_imbalance.models import spec as spec_lib
+
+tff = compat.tff
+
+NUM_CLASSES = 4
+SPEC = spec_lib.ModelSpec('mlp', (6, 6, 1), NUM_CLASSES, seed=3)
+
+
+def _client_datasets(sizes=(12, 20, 7), seed=0):
+  rng = np.random.default_rng(seed)
+  datasets, labels = [], []
+  for n in sizes:
+    y = rng.integers(0, NUM_CLASSES, n).astype(np.int64)
+    x = (rng.random((n, 6, 6, 1)) + y[:, None, None, None]).astype(np.float32)
+    labels.append(y)
+    datasets.append(tf.data.Dataset.from_tensor_slices(
+        collections.OrderedDict(x=x, y=y)).repeat(2).batch(5))
+  return datasets, labels
+
+
+def _sgd(lr=0.1):
+  return tff.learning.optimizers.build_sgdm(learning_rate=lr)
+
+
+def _run_rounds(process, datasets, rounds=2):
+  state = process.initialize()
+  metrics = None
+  for _ in range(rounds):
+    output = process.next(state, datasets)
+    state, metrics = output.state, output.metrics
+  return process.get_model_weights(state), metrics
+
+
+def _flat(weights):
+  return np.concatenate([np.ravel(w) for w in weights.trainable])
+
+
+def test_skeleton_fedavg_matches_tff_builtin_fedavg():
+  datasets, _ = _client_datasets()
+  ours, _ = _run_rounds(
+      fedavg_family.build_local_training_process(SPEC, _sgd(), _sgd(1.0)),
+      datasets)
+  theirs, _ = _run_rounds(
+      fedavg_family.build_tff_fedavg(SPEC, _sgd(), _sgd(1.0)), datasets)
+  np.testing.assert_allclose(_flat(ours), _flat(theirs), atol=1e-5)
+
+
+def test_skeleton_reports_train_metrics_and_round_label_counts():
+  datasets, labels = _client_datasets()
+  _, metrics = _run_rounds(
+      fedavg_family.build_local_training_process(SPEC, _sgd(), _sgd(1.0)),
+      datasets, rounds=1)
+  client_metrics = metrics['client_work']
+  # Each dataset is repeated twice, so every label is seen twice.
+  expected = 2 * np.bincount(np.concatenate(labels), minlength=NUM_CLASSES)
+  np.testing.assert_array_equal(
+      client_metrics['round_report']['label_counts'], expected)
+  assert client_metrics['train']['num_examples'] == 2 * sum(map(len, labels))
+  assert 0.0 <= client_metrics['train']['accuracy'] <= 1.0
+
+
+def _global_update_norm(mu):
+  datasets, _ = _client_datasets(sizes=(40, 40), seed=5)
+  process = fedavg_family.build_fedprox(SPEC, _sgd(0.05), _sgd(1.0), mu)
+  state = process.initialize()
+  before = _flat(process.get_model_weights(state))
+  after = _flat(process.get_model_weights(process.next(state, datasets).state))
+  return np.linalg.norm(after - before)
+
+
+def test_fedprox_larger_mu_shrinks_the_update():
+  norms = [_global_update_norm(mu) for mu in (0.0, 0.5, 5.0)]
+  assert norms[0] > norms[1] > norms[2] > 0, norms
+
+
+def test_fedprox_with_mu_zero_equals_fedavg():
+  datasets, _ = _client_datasets()
+  prox, _ = _run_rounds(fedavg_family.build_fedprox(SPEC, _sgd(), _sgd(1.0),
+                                                    0.0), datasets)
+  avg, _ = _run_rounds(
+      fedavg_family.build_local_training_process(SPEC, _sgd(), _sgd(1.0)),
+      datasets)
+  np.testing.assert_allclose(_flat(prox), _flat(avg), atol=1e-6)
+
+
+def test_extension_broadcast_reaches_the_loss_and_reports_update_it():
+  """A broadcast scale of 0 on the loss freezes the model; reports add up."""
+
+  def scaled_ce(labels, logits, broadcast):
+    return broadcast['scale'] * losses.cross_entropy(labels, logits)
+
+  def report(model, dataset, broadcast):
+    del model, dataset, broadcast
+    return tf.constant(1.0)
+
+  extension = local_training.ClientWorkExtension(
+      initial_broadcast=lambda: collections.OrderedDict(
+          scale=np.float32(0.0), clients_seen=np.float32(0.0)),
+      client_report=report,
+      update_broadcast=lambda b, r: collections.OrderedDict(
+          scale=b['scale'], clients_seen=b['clients_seen'] + r))
+  process = fedavg_family.build_local_training_process(
+      SPEC, _sgd(), _sgd(1.0), loss=scaled_ce, extension=extension)
+  datasets, _ = _client_datasets()
+  state = process.initialize()
+  before = _flat(process.get_model_weights(state))
+  for _ in range(2):
+    state = process.next(state, datasets).state
+  np.testing.assert_array_equal(_flat(process.get_model_weights(state)),
+                                before)
+  assert state.client_work['broadcast']['clients_seen'] == 6.0
+
+
+@pytest.mark.parametrize('name', ['fedavgm', 'fedadam'])
+def test_registered_server_optimizers_run_and_move_the_model(name):
+  process = registry.build_process(name, SPEC, registry.AlgorithmConfig())
+  datasets, _ = _client_datasets()
+  state = process.initialize()
+  before = _flat(process.get_model_weights(state))
+  after = _flat(process.get_model_weights(process.next(state, datasets).state))
+  assert np.all(np.isfinite(after)) and not np.allclose(before, after)
+
+
+def test_unknown_algorithm_names_the_flag_and_the_choices():
+  with pytest.raises(errors.UserInputError, match='--algo must be one of'):
+    registry.build_process('fedsomething', SPEC, registry.AlgorithmConfig())
+
+
+@pytest.mark.parametrize('kwargs, flag', [
+    (dict(client_lr=0.0), '--client_lr'),
+    (dict(server_lr=-1.0), '--server_lr'),
+    (dict(server_momentum=1.0), '--server_momentum'),
+    (dict(fedprox_mu=-0.1), '--fedprox_mu'),
+])
+def test_bad_hyperparameters_name_their_flag(kwargs, flag):
+  with pytest.raises(errors.UserInputError, match=flag):
+    registry.AlgorithmConfig(**kwargs)

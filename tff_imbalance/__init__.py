@@ -1,0 +1,1 @@
+"""tff-imbalance: federated learning under class imbalance, on TensorFlow Federated."""

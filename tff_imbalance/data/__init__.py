@@ -1,0 +1,1 @@
+"""Data layer: sources, profiles, partitions, statistics and TFF ClientData."""

@@ -1,0 +1,1 @@
+"""Sources of real examples: LEAF JSON, TFF's EMNIST sqlite, tfds, embedded MNIST."""

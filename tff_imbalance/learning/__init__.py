@@ -1,0 +1,1 @@
+"""Federated learning processes: client works, aggregators, algorithms, registry."""

@@ -1,0 +1,1 @@
+"""Algorithm builders: each returns a `tff.learning.templates.LearningProcess`."""

@@ -1,0 +1,1 @@
+"""Client works: the shared local-training loop and its method-specific variants."""

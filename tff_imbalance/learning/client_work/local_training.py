@@ -1,0 +1,222 @@
+"""The one local-training client work that every custom algorithm plugs into.
+
+Written once, parameterised by what algorithms change (TFF's own pattern in
+`learning/templates/model_delta_client_work.py`):
+
+* a per-example loss `loss(labels, logits, broadcast) -> [B]` (see `losses`);
+* an optional proximal strength mu (FedProx, Li et al. 2020, eq. 2): the local
+  objective is F_k(w) + mu/2 ||w - w^t||^2, so mu (w - w^t) is ADDED to every
+  gradient, pulling the client towards the broadcast model w^t;
+* an optional `ClientWorkExtension`: extra server state broadcast to clients
+  each round (class weights, prototypes, priors), an extra per-client report
+  computed on device, aggregated inside this client work by an embedded
+  `tff.templates.AggregationProcess` (pattern A of DESIGN.md, as TFF's MIME
+  does) and folded back into the broadcast state for the next round.
+
+Every client also reports its label histogram, summed over the round's cohort:
+the true class composition of the round's training data, which the
+composition monitor and the statistics need and which costs nothing.
+
+The local loop iterates `for batch in iter(dataset)` inside a `tf.function`
+(TFF's DATASET_ITERATOR loop), measured ~1.7x faster than `dataset.reduce` on
+CPU, and the update is the model delta w^t - w_k, zeroed with weight 0 when it
+is not finite, as in TFF's FedAvg.
+"""
+
+import collections
+import dataclasses
+from typing import Any, Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from tff_imbalance import compat
+from tff_imbalance import losses
+from tff_imbalance.models import spec as spec_lib
+
+tff = compat.tff
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientWorkExtension:
+  """What an algorithm adds to local training beyond a loss.
+
+  Attributes:
+    initial_broadcast: no-arg callable returning the initial extra server state
+      (a structure of numpy arrays) that is broadcast to every client.
+    client_report: optional `(model, dataset, broadcast) -> structure of
+      tensors`, run on each client after local training with the trained Keras
+      model; its result is aggregated over the round's clients.
+    report_factory: the unweighted aggregation factory for the reports
+      (default: sum).
+    update_broadcast: optional TF function `(broadcast, aggregated_report) ->
+      new broadcast`, run on the server after aggregation.
+  """
+  initial_broadcast: Callable[[], Any]
+  client_report: Optional[Callable[[tf.keras.Model, tf.data.Dataset, Any],
+                                   Any]] = None
+  report_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None
+  update_broadcast: Optional[Callable[[Any, Any], Any]] = None
+
+
+def _no_extension() -> ClientWorkExtension:
+  # A scalar placeholder keeps every TFF type non-empty.
+  return ClientWorkExtension(initial_broadcast=lambda: np.zeros([], np.float32))
+
+
+def _build_local_update(model: tf.keras.Model,
+                        optimizer: tff.learning.optimizers.Optimizer,
+                        loss: losses.PerExampleLoss, proximal_strength: float,
+                        num_classes: int,
+                        extension: ClientWorkExtension):
+  """The client's tf.function: local epochs over `dataset`, then the report."""
+  model_weights = tff.learning.models.ModelWeights.from_model(model)
+
+  @tf.function
+  def local_update(initial_weights, dataset, broadcast):
+    tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
+                          initial_weights)
+    trainable = tuple(model_weights.trainable)
+    anchor = tuple(tf.identity(t) for t in initial_weights.trainable)
+    optimizer_state = optimizer.initialize(
+        tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
+    loss_sum = tf.constant(0.0, tf.float32)
+    num_correct = tf.constant(0, tf.int64)
+    num_examples = tf.constant(0, tf.int64)
+    label_counts = tf.zeros([num_classes], tf.int64)
+    for batch in iter(dataset):
+      with tf.GradientTape() as tape:
+        logits = model(batch['x'], training=True)
+        batch_loss = tf.reduce_mean(loss(batch['y'], logits, broadcast))
+      gradients = tape.gradient(batch_loss, trainable)
+      if proximal_strength:
+        gradients = tuple(
+            g + proximal_strength * (w - w0)
+            for g, w, w0 in zip(gradients, trainable, anchor))
+      optimizer_state, new_weights = optimizer.next(
+          optimizer_state, tuple(tf.identity(v) for v in trainable),
+          gradients)
+      for variable, value in zip(trainable, new_weights):
+        variable.assign(value)
+      batch_size = tf.shape(batch['y'], out_type=tf.int64)[0]
+      loss_sum += batch_loss * tf.cast(batch_size, tf.float32)
+      predictions = tf.argmax(logits, axis=-1, output_type=tf.int64)
+      num_correct += tf.reduce_sum(
+          tf.cast(tf.equal(predictions, batch['y']), tf.int64))
+      num_examples += batch_size
+      label_counts += tf.reduce_sum(
+          tf.one_hot(batch['y'], num_classes, dtype=tf.int64), axis=0)
+
+    delta = tf.nest.map_structure(tf.subtract, list(initial_weights.trainable),
+                                  list(model_weights.trainable))
+    finite = tf.reduce_all(
+        [tf.reduce_all(tf.math.is_finite(d)) for d in delta])
+    delta = tf.nest.map_structure(
+        lambda d: tf.where(finite, d, tf.zeros_like(d)), delta)
+    update_weight = tf.where(finite, tf.cast(num_examples, tf.float32), 0.0)
+    train_sums = collections.OrderedDict(
+        loss_sum=loss_sum, num_correct=num_correct, num_examples=num_examples)
+    report = collections.OrderedDict(label_counts=label_counts)
+    if extension.client_report is not None:
+      report['extension'] = extension.client_report(model, dataset, broadcast)
+    return (tff.learning.templates.ClientResult(
+        update=delta, update_weight=update_weight), train_sums, report)
+
+  return local_update
+
+
+def build_local_training_client_work(
+    model_spec: spec_lib.ModelSpec,
+    client_optimizer: tff.learning.optimizers.Optimizer,
+    *,
+    loss: losses.PerExampleLoss = losses.cross_entropy,
+    proximal_strength: float = 0.0,
+    extension: Optional[ClientWorkExtension] = None,
+) -> tff.learning.templates.ClientWorkProcess:
+  """Builds the shared local-training `ClientWorkProcess`.
+
+  Args:
+    model_spec: the model to train.
+    client_optimizer: a `tff.learning.optimizers.Optimizer` for local steps.
+    loss: the per-example loss, given the extension's broadcast state.
+    proximal_strength: FedProx's mu >= 0; 0 is plain local SGD.
+    extension: extra broadcast state and client reports; None for none.
+
+  Returns:
+    A `ClientWorkProcess` whose state is `OrderedDict(broadcast, report)`
+    (the extension's server state and its report aggregator's state) and whose
+    measurements are `OrderedDict(train=OrderedDict(loss, accuracy,
+    num_examples), round_label_counts=int64 [C], extension_report=...)`.
+  """
+  if proximal_strength < 0:
+    raise ValueError(f'proximal_strength must be >= 0, got {proximal_strength}')
+  extension = extension or _no_extension()
+  weights_type = model_spec.weights_type()
+  data_type = tff.SequenceType(compat.tensorflow_to_type(model_spec.batch_spec))
+
+  @compat.tf_computation
+  def initial_broadcast():
+    return tf.nest.map_structure(tf.constant, extension.initial_broadcast())
+
+  broadcast_type = initial_broadcast.type_signature.result
+
+  @compat.tf_computation(broadcast_type, weights_type, data_type)
+  def client_update(broadcast, initial_weights, dataset):
+    local_update = _build_local_update(
+        model_spec.build_keras(), client_optimizer, loss, proximal_strength,
+        model_spec.num_classes, extension)
+    return local_update(initial_weights, dataset, broadcast)
+
+  client_result_type, train_sums_type, report_type = (
+      client_update.type_signature.result)
+  del client_result_type
+  report_factory = extension.report_factory or tff.aggregators.SumFactory()
+  report_process = report_factory.create(report_type)
+
+  @compat.tf_computation(train_sums_type)
+  def finalize_train_metrics(sums):
+    num_examples = tf.cast(sums['num_examples'], tf.float32)
+    return collections.OrderedDict(
+        loss=tf.math.divide_no_nan(sums['loss_sum'], num_examples),
+        accuracy=tf.math.divide_no_nan(
+            tf.cast(sums['num_correct'], tf.float32), num_examples),
+        num_examples=sums['num_examples'])
+
+  @compat.tf_computation(broadcast_type, report_type)
+  def update_broadcast(broadcast, aggregated_report):
+    if extension.update_broadcast is None:
+      return broadcast
+    return extension.update_broadcast(broadcast,
+                                      aggregated_report.get('extension'))
+
+  @compat.federated_computation
+  def init_fn():
+    return tff.federated_zip(
+        collections.OrderedDict(
+            broadcast=tff.federated_eval(initial_broadcast, tff.SERVER),
+            report=report_process.initialize()))
+
+  @compat.federated_computation(
+      init_fn.type_signature.result,
+      tff.FederatedType(weights_type, tff.CLIENTS),
+      tff.FederatedType(data_type, tff.CLIENTS))
+  def next_fn(state, weights, client_data):
+    broadcast_at_clients = tff.federated_broadcast(state.broadcast)
+    client_result, train_sums, report = tff.federated_map(
+        client_update, (broadcast_at_clients, weights, client_data))
+    train_metrics = tff.federated_map(finalize_train_metrics,
+                                      tff.federated_sum(train_sums))
+    report_output = report_process.next(state.report, report)
+    new_broadcast = tff.federated_map(
+        update_broadcast, (state.broadcast, report_output.result))
+    new_state = tff.federated_zip(
+        collections.OrderedDict(
+            broadcast=new_broadcast, report=report_output.state))
+    measurements = tff.federated_zip(
+        collections.OrderedDict(
+            train=train_metrics,
+            round_report=report_output.result))
+    return tff.templates.MeasuredProcessOutput(new_state, client_result,
+                                               measurements)
+
+  return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

@@ -1,0 +1,122 @@
+"""`--algo` name -> process builder, with the hyperparameters they share.
+
+Adding an algorithm is one entry in `ALGORITHMS`: a builder that takes the
+model spec and an `AlgorithmConfig` and returns a `LearningProcess`. The runner
+and the tasks know nothing else about algorithms.
+"""
+
+import dataclasses
+from typing import Callable, Optional
+
+from tff_imbalance import compat
+from tff_imbalance import errors
+from tff_imbalance.learning.algorithms import fedavg_family
+from tff_imbalance.models import spec as spec_lib
+
+tff = compat.tff
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmConfig:
+  """Hyperparameters shared by the registered algorithms.
+
+  Attributes:
+    client_lr: local SGD learning rate.
+    client_momentum: local SGD momentum (0 for plain SGD).
+    server_lr: server learning rate; None takes the algorithm's default (1.0
+      for the SGD servers, where 1.0 is plain FedAvg; 0.01 for FedAdam).
+    server_momentum: FedAvgM's server momentum.
+    fedprox_mu: FedProx's proximal strength mu.
+    adam_beta1: FedAdam's beta1.
+    adam_beta2: FedAdam's beta2.
+    adam_epsilon: FedAdam's tau (adaptivity), 1e-3 as in Reddi et al. 2021.
+  """
+  client_lr: float = 0.05
+  client_momentum: float = 0.0
+  server_lr: Optional[float] = None
+  server_momentum: float = 0.9
+  fedprox_mu: float = 0.01
+  adam_beta1: float = 0.9
+  adam_beta2: float = 0.99
+  adam_epsilon: float = 1e-3
+
+  def __post_init__(self):
+    if not self.client_lr > 0:
+      raise errors.UserInputError(
+          f'--client_lr must be > 0 (got {self.client_lr}).')
+    if self.server_lr is not None and not self.server_lr > 0:
+      raise errors.UserInputError(
+          f'--server_lr must be > 0 (got {self.server_lr}).')
+    for name in ('client_momentum', 'server_momentum'):
+      if not 0 <= getattr(self, name) < 1:
+        raise errors.UserInputError(
+            f'--{name} must be in [0, 1) (got {getattr(self, name)}).')
+    if self.fedprox_mu < 0:
+      raise errors.UserInputError(
+          f'--fedprox_mu must be >= 0 (got {self.fedprox_mu}).')
+
+  def client_optimizer(self) -> tff.learning.optimizers.Optimizer:
+    return tff.learning.optimizers.build_sgdm(
+        learning_rate=self.client_lr, momentum=self.client_momentum or None)
+
+  def server_lr_or(self, default: float) -> float:
+    return default if self.server_lr is None else self.server_lr
+
+  def server_sgd(self, momentum: float = 0.0):
+    return tff.learning.optimizers.build_sgdm(
+        learning_rate=self.server_lr_or(1.0), momentum=momentum or None)
+
+
+Builder = Callable[[spec_lib.ModelSpec, AlgorithmConfig],
+                   tff.learning.templates.LearningProcess]
+
+
+def _fedavg(model_spec, config):
+  return fedavg_family.build_tff_fedavg(model_spec, config.client_optimizer(),
+                                        config.server_sgd())
+
+
+def _fedavgm(model_spec, config):
+  return fedavg_family.build_tff_fedavg(
+      model_spec, config.client_optimizer(),
+      config.server_sgd(momentum=config.server_momentum))
+
+
+def _fedadam(model_spec, config):
+  server = tff.learning.optimizers.build_adam(
+      learning_rate=config.server_lr_or(0.01), beta_1=config.adam_beta1,
+      beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
+  return fedavg_family.build_tff_fedavg(model_spec, config.client_optimizer(),
+                                        server)
+
+
+def _fedprox(model_spec, config):
+  return fedavg_family.build_fedprox(model_spec, config.client_optimizer(),
+                                     config.server_sgd(), config.fedprox_mu)
+
+
+ALGORITHMS: dict[str, Builder] = {
+    'fedavg': _fedavg,
+    'fedavgm': _fedavgm,
+    'fedadam': _fedadam,
+    'fedprox': _fedprox,
+}
+
+
+def algorithm_names() -> tuple[str, ...]:
+  return tuple(sorted(ALGORITHMS))
+
+
+def build_process(name: str, model_spec: spec_lib.ModelSpec,
+                  config: AlgorithmConfig
+                 ) -> tff.learning.templates.LearningProcess:
+  """Builds the named algorithm's learning process.
+
+  Raises:
+    errors.UserInputError: for an unknown name.
+  """
+  if name not in ALGORITHMS:
+    raise errors.UserInputError(
+        f'--algo must be one of {", ".join(algorithm_names())} '
+        f'(got {name!r}).')
+  return ALGORITHMS[name](model_spec, config)

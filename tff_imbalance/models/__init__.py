@@ -1,0 +1,7 @@
+"""Keras model builders that expose a feature extractor and a classifier.
+
+Every model maps images [B, H, W, C_in] to logits [B, num_classes]; its last
+layer is a `Dense` named `builders.CLASSIFIER_LAYER`, so algorithms that treat
+features and classifier separately (RedGrape, BalanceFL, CReFF) can split any
+model with `builders.feature_extractor` and `builders.classifier_layer`.
+"""
