@@ -17,7 +17,7 @@ $(STAMP): requirements.txt
 demo: venv
 	$(VENV)/bin/python -m tasks.mnist_lt --algo=fedavg --imbalance_ratio=100 \
 	  --partition=dirichlet --dirichlet_alpha=1.0 --num_clients=10 \
-	  --clients_per_round=10 --rounds=20 --local_epochs=2 --eval_every=5 \
+	  --clients_per_round=10 --rounds=50 --local_epochs=2 --eval_every=10 \
 	  --output_dir=runs/demo
 
 test: venv

@@ -149,3 +149,51 @@ def test_unknown_algorithm_names_the_flag_and_the_choices():
 def test_bad_hyperparameters_name_their_flag(kwargs, flag):
   with pytest.raises(errors.UserInputError, match=flag):
     registry.AlgorithmConfig(**kwargs)
+
+
+@pytest.mark.parametrize('name', ['fedavg', 'fedavgm', 'fedadam', 'fedprox'])
+def test_focal_loss_plugs_into_every_fedavg_family_algorithm(name):
+  datasets, _ = _client_datasets()
+  weights = {}
+  for loss in ('ce', 'focal'):
+    process = registry.build_process(
+        name, SPEC, registry.AlgorithmConfig(loss=loss, focal_gamma=2.0))
+    weights[loss] = _flat(_run_rounds(process, datasets, rounds=1)[0])
+  assert np.all(np.isfinite(weights['focal']))
+  assert not np.allclose(weights['ce'], weights['focal'])
+
+
+def test_unknown_loss_names_the_flag():
+  with pytest.raises(errors.UserInputError, match='--loss'):
+    registry.AlgorithmConfig(loss='hinge')
+
+
+def test_validation_slots_report_each_clients_losses_in_its_slot():
+  datasets, _ = _client_datasets(sizes=(30, 30, 30), seed=2)
+  validation, _ = _client_datasets(sizes=(10, 10, 10), seed=7)
+  process = fedavg_family.build_local_training_process(
+      SPEC, _sgd(0.1), _sgd(1.0), validation_slots=3)
+  slot = lambda k: tf.data.Dataset.from_tensors(np.int32(k))
+  data = [collections.OrderedDict(train=d, validation=v, slot=slot(k))
+          for k, (d, v) in enumerate(zip(datasets, validation))]
+  # The slot order is the cohort order: swapping two clients swaps slots.
+  swapped = [collections.OrderedDict(data[1], slot=slot(0)),
+             collections.OrderedDict(data[0], slot=slot(1)), data[2]]
+  state = process.initialize()
+  report = process.next(state, data).metrics['client_work']['round_report']
+  report_swapped = process.next(
+      state, swapped).metrics['client_work']['round_report']
+  before, after = (report['validation_loss_before'],
+                   report['validation_loss_after'])
+  assert before.shape == (3,) and np.all(before > 0) and np.all(after > 0)
+  np.testing.assert_allclose(report_swapped['validation_loss_before'],
+                             before[[1, 0, 2]], rtol=1e-5)
+  # Every client starts from the same model, so "before" is the plain loss of
+  # that model on each client's validation data.
+  model = SPEC.build_keras()
+  process.get_model_weights(state).assign_weights_to(model)
+  for k, v in enumerate(validation):
+    batches = list(v)
+    expected = np.mean(np.concatenate([
+        losses.cross_entropy(b['y'], model(b['x'])).numpy() for b in batches]))
+    np.testing.assert_allclose(before[k], expected, rtol=1e-5)

@@ -7,11 +7,18 @@ extra server state sent to clients this round (class weights, priors, ...;
 per-example values over the batch, so a loss never decides the reduction.
 """
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 
+from tff_imbalance import errors
+
 PerExampleLoss = Callable[[tf.Tensor, tf.Tensor, Any], tf.Tensor]
+
+# Below this, (1 - p_t)^gamma is 0 in float32 for gamma >= 2 anyway; the floor
+# keeps d/dp (1 - p)^gamma finite for 0 < gamma < 1 when p_t rounds to 1.
+_MIN_ONE_MINUS_PT = 1e-12
 
 
 def cross_entropy(labels: tf.Tensor, logits: tf.Tensor,
@@ -20,3 +27,58 @@ def cross_entropy(labels: tf.Tensor, logits: tf.Tensor,
   del broadcast  # Plain CE needs no server state.
   return tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=labels, logits=logits)
+
+
+def focal_loss(gamma: float = 2.0,
+               alpha: Union[float, Sequence[float]] = 1.0) -> PerExampleLoss:
+  """Fed-Focal's loss -alpha_t (1 - p_t)^gamma log p_t (000 eqs. 4 and 6).
+
+  p_t is the softmax probability of the true class and alpha_t the weight of
+  the example's class (a scalar for every class, or one weight per class).
+  gamma = 0 and alpha = 1 is cross-entropy. Computed from log-softmax, with
+  1 - p_t = -expm1(log p_t) kept away from 0 so that neither the loss nor its
+  gradient turns NaN when p_t -> 0 or 1 (logits of +-1e4 included).
+
+  Args:
+    gamma: focusing parameter >= 0 (the paper's default 2).
+    alpha: class weight: a scalar, or a sequence of C per-class weights.
+
+  Returns:
+    A per-example loss `(labels, logits, broadcast) -> [B]`.
+
+  Raises:
+    errors.UserInputError: if gamma < 0 or an alpha is not positive.
+  """
+  if not gamma >= 0:
+    raise errors.UserInputError(
+        f'--focal_gamma must be >= 0 (got {gamma}); 0 is cross-entropy.')
+  alpha_values = np.atleast_1d(np.asarray(alpha, np.float32))
+  if alpha_values.ndim != 1 or not np.all(alpha_values > 0):
+    raise errors.UserInputError(
+        f'--focal_alpha must be one positive number or one per class '
+        f'(got {alpha}).')
+  per_class = alpha_values.size > 1
+
+  def loss(labels, logits, broadcast=()):
+    del broadcast  # Focal loss needs no server state.
+    log_probs = tf.nn.log_softmax(logits)
+    log_pt = tf.gather(log_probs, labels, axis=-1, batch_dims=1)
+    one_minus_pt = tf.maximum(-tf.math.expm1(log_pt), _MIN_ONE_MINUS_PT)
+    modulating = tf.pow(one_minus_pt, gamma)
+    alpha_t = (tf.gather(tf.constant(alpha_values), labels) if per_class else
+               tf.constant(alpha_values[0]))
+    return -alpha_t * modulating * log_pt
+
+  return loss
+
+
+class KerasLoss(tf.keras.losses.Loss):
+  """A per-example loss as a Keras loss (batch mean), for TFF's own builders."""
+
+  def __init__(self, per_example_loss: PerExampleLoss, name: str = 'loss'):
+    super().__init__(name=name)
+    self._per_example_loss = per_example_loss
+
+  def call(self, y_true, y_pred):
+    labels = tf.cast(tf.reshape(y_true, [-1]), tf.int64)
+    return self._per_example_loss(labels, y_pred, ())

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from tff_imbalance import compat
 from tff_imbalance import errors
+from tff_imbalance import losses
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.models import spec as spec_lib
 
@@ -30,6 +31,9 @@ class AlgorithmConfig:
     adam_beta1: FedAdam's beta1.
     adam_beta2: FedAdam's beta2.
     adam_epsilon: FedAdam's tau (adaptivity), 1e-3 as in Reddi et al. 2021.
+    loss: local loss, 'ce' or 'focal' (000 eq. 6), for every algorithm.
+    focal_gamma: focal loss gamma.
+    focal_alpha: focal loss alpha: one weight, or one per class.
   """
   client_lr: float = 0.05
   client_momentum: float = 0.0
@@ -39,6 +43,9 @@ class AlgorithmConfig:
   adam_beta1: float = 0.9
   adam_beta2: float = 0.99
   adam_epsilon: float = 1e-3
+  loss: str = 'ce'
+  focal_gamma: float = 2.0
+  focal_alpha: tuple[float, ...] = (1.0,)
 
   def __post_init__(self):
     if not self.client_lr > 0:
@@ -55,6 +62,22 @@ class AlgorithmConfig:
       raise errors.UserInputError(
           f'--fedprox_mu must be >= 0 (got {self.fedprox_mu}).')
 
+    if self.loss not in LOSSES:
+      raise errors.UserInputError(
+          f'--loss must be one of {", ".join(LOSSES)} (got {self.loss!r}).')
+    self.per_example_loss()  # Validates the loss's own parameters now.
+
+  def per_example_loss(self) -> losses.PerExampleLoss:
+    if self.loss == 'focal':
+      alpha = self.focal_alpha[0] if len(self.focal_alpha) == 1 else list(
+          self.focal_alpha)
+      return losses.focal_loss(gamma=self.focal_gamma, alpha=alpha)
+    return losses.cross_entropy
+
+  def keras_loss_fn(self):
+    """A no-arg Keras-loss factory for TFF's builders (their model_fn)."""
+    return lambda: losses.KerasLoss(self.per_example_loss())
+
   def client_optimizer(self) -> tff.learning.optimizers.Optimizer:
     return tff.learning.optimizers.build_sgdm(
         learning_rate=self.client_lr, momentum=self.client_momentum or None)
@@ -67,19 +90,23 @@ class AlgorithmConfig:
         learning_rate=self.server_lr_or(1.0), momentum=momentum or None)
 
 
+LOSSES = ('ce', 'focal')
+
 Builder = Callable[[spec_lib.ModelSpec, AlgorithmConfig],
                    tff.learning.templates.LearningProcess]
 
 
 def _fedavg(model_spec, config):
   return fedavg_family.build_tff_fedavg(model_spec, config.client_optimizer(),
-                                        config.server_sgd())
+                                        config.server_sgd(),
+                                        config.keras_loss_fn())
 
 
 def _fedavgm(model_spec, config):
   return fedavg_family.build_tff_fedavg(
       model_spec, config.client_optimizer(),
-      config.server_sgd(momentum=config.server_momentum))
+      config.server_sgd(momentum=config.server_momentum),
+      config.keras_loss_fn())
 
 
 def _fedadam(model_spec, config):
@@ -87,12 +114,13 @@ def _fedadam(model_spec, config):
       learning_rate=config.server_lr_or(0.01), beta_1=config.adam_beta1,
       beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
   return fedavg_family.build_tff_fedavg(model_spec, config.client_optimizer(),
-                                        server)
+                                        server, config.keras_loss_fn())
 
 
 def _fedprox(model_spec, config):
   return fedavg_family.build_fedprox(model_spec, config.client_optimizer(),
-                                     config.server_sgd(), config.fedprox_mu)
+                                     config.server_sgd(), config.fedprox_mu,
+                                     loss=config.per_example_loss())
 
 
 ALGORITHMS: dict[str, Builder] = {

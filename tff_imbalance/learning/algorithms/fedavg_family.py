@@ -64,6 +64,7 @@ def build_local_training_process(
     loss: losses.PerExampleLoss = losses.cross_entropy,
     proximal_strength: float = 0.0,
     extension: Optional[local_training.ClientWorkExtension] = None,
+    validation_slots: Optional[int] = None,
 ) -> tff.learning.templates.LearningProcess:
   """A FedAvg-shaped process around our shared local-training client work.
 
@@ -80,6 +81,8 @@ def build_local_training_process(
     loss: per-example loss (see `losses`).
     proximal_strength: FedProx's mu (0 for none).
     extension: extra broadcast state and client reports.
+    validation_slots: cohort size K when clients report per-slot validation
+      losses (see `local_training`); None otherwise.
 
   Returns:
     A `tff.learning.templates.LearningProcess`.
@@ -88,7 +91,8 @@ def build_local_training_process(
   weights_type = initial_weights.type_signature.result
   client_work = local_training.build_local_training_client_work(
       model_spec, client_optimizer, loss=loss,
-      proximal_strength=proximal_strength, extension=extension)
+      proximal_strength=proximal_strength, extension=extension,
+      validation_slots=validation_slots)
   return tff.learning.templates.compose_learning_process(
       initial_weights,
       tff.learning.templates.build_broadcast_process(weights_type),
