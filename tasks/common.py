@@ -24,6 +24,7 @@ from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
 from tff_imbalance.data import stats
 from tff_imbalance.learning import registry
+from tff_imbalance.learning import selection
 from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
 
@@ -46,6 +47,15 @@ flags.DEFINE_float('server_lr', None,
                    'for fedadam).')
 flags.DEFINE_float('server_momentum', 0.9, 'FedAvgM server momentum.')
 flags.DEFINE_float('fedprox_mu', 0.01, 'FedProx proximal strength mu.')
+flags.DEFINE_enum('loss', 'ce', ['ce', 'focal'],
+                  'Local loss for every algorithm: cross-entropy or focal '
+                  '(000 eq. 6; fedfocal always uses focal).')
+flags.DEFINE_float('focal_gamma', 2.0, 'Focal loss gamma (>= 0).')
+flags.DEFINE_list('focal_alpha', ['1.0'],
+                  'Focal loss alpha: one weight, or one per class.')
+flags.DEFINE_float('psi', 0.8,
+                   'fedfocal: share of last round\'s improved clients kept '
+                   '(000 eqs. 7-13), in [0, 1]; 0 is uniform sampling.')
 flags.DEFINE_float('validation_fraction', 0.1,
                    'Share of each client\'s examples (per class) held out for '
                    'local validation.')
@@ -79,6 +89,15 @@ def exit_on_user_error(main: Callable[[Sequence[str]], None]):
       sys.exit(2)
 
   return wrapped
+
+
+def _float_list(flag: str, values: Sequence[str]) -> tuple[float, ...]:
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise errors.UserInputError(
+        f'--{flag} must be a comma-separated list of numbers (got '
+        f'{",".join(values)}).') from None
 
 
 def _minority_classes(num_classes: int) -> Optional[list[int]]:
@@ -119,8 +138,12 @@ def run_experiment(source: arrays.SourceData,
       validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed,
       client_ids=client_ids)
   train_counts = stats.class_counts(data.train_labels(), num_classes)
-  selector = runner.UniformSelector(data.num_clients, FLAGS.clients_per_round,
-                                    FLAGS.seed)
+  if FLAGS.algo in registry.PSI_SELECTION_ALGORITHMS:
+    selector = selection.PsiSelector(data.num_clients, FLAGS.clients_per_round,
+                                     FLAGS.psi, FLAGS.seed)
+  else:
+    selector = selection.UniformSelector(data.num_clients,
+                                         FLAGS.clients_per_round, FLAGS.seed)
   config = runner.RunConfig(
       rounds=FLAGS.rounds, local_epochs=FLAGS.local_epochs,
       batch_size=FLAGS.batch_size, eval_every=FLAGS.eval_every,
@@ -128,7 +151,10 @@ def run_experiment(source: arrays.SourceData,
   algorithm_config = registry.AlgorithmConfig(
       client_lr=FLAGS.client_lr, client_momentum=FLAGS.client_momentum,
       server_lr=FLAGS.server_lr, server_momentum=FLAGS.server_momentum,
-      fedprox_mu=FLAGS.fedprox_mu)
+      fedprox_mu=FLAGS.fedprox_mu, loss=FLAGS.loss,
+      focal_gamma=FLAGS.focal_gamma,
+      focal_alpha=_float_list('focal_alpha', FLAGS.focal_alpha),
+      clients_per_round=FLAGS.clients_per_round, psi=FLAGS.psi)
   model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
                                   num_classes, FLAGS.seed)
   minority = _minority_classes(num_classes)

@@ -8,6 +8,8 @@ Data: the embedded default (5,000 real MNIST digits shipped in the pinned
 class) or tfds MNIST from `--tfds_data_dir`.
 """
 
+import dataclasses
+
 from absl import app
 from absl import flags
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from tasks import common
 from tff_imbalance.data import partition
 from tff_imbalance.data import profiles
+from tff_imbalance.data import transforms
 from tff_imbalance.data.sources import registry as sources
 
 FLAGS = flags.FLAGS
@@ -39,6 +42,11 @@ flags.DEFINE_enum('partition', 'dirichlet', ['dirichlet', 'tau', 'iid'],
 flags.DEFINE_float('dirichlet_alpha', 1.0, 'Dirichlet concentration alpha.')
 flags.DEFINE_float('tau', 2.0, 'tau-sampling: n_tau = tau * n_min.')
 flags.DEFINE_integer('num_clients', 10, 'Number of simulated clients.')
+flags.DEFINE_bool('noisy', False,
+                  'Noisy MNIST (000 sec 4.2): add N(--noise_mean, '
+                  '--noise_std) to the 0-255 pixels of every image, then clip.')
+flags.DEFINE_float('noise_mean', 10.0, 'Noisy MNIST: noise mean (0-255 scale).')
+flags.DEFINE_float('noise_std', 5.0, 'Noisy MNIST: noise std (0-255 scale).')
 
 
 def _profile_indices(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -71,6 +79,13 @@ def main(argv):
   else:
     source = sources.load_source('tfds', name='mnist',
                                  data_dir=FLAGS.tfds_data_dir)
+  if FLAGS.noisy:
+    source = dataclasses.replace(
+        source,
+        train=transforms.add_pixel_noise(source.train, FLAGS.noise_mean,
+                                         FLAGS.noise_std, FLAGS.seed),
+        test=transforms.add_pixel_noise(source.test, FLAGS.noise_mean,
+                                        FLAGS.noise_std, FLAGS.seed + 1))
   kept = _profile_indices(source.train.y, source.num_classes)
   client_partition = [
       kept[part] for part in _partition(source.train.y[kept],
@@ -80,7 +95,7 @@ def main(argv):
       source, client_partition,
       data_summary=dict(source=FLAGS.source, profile=FLAGS.profile,
                         imbalance_ratio=FLAGS.imbalance_ratio,
-                        partition=FLAGS.partition,
+                        partition=FLAGS.partition, noisy=FLAGS.noisy,
                         num_clients=FLAGS.num_clients))
 
 

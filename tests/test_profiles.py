@@ -154,3 +154,19 @@ def test_kminority_indices_mnist_digits():
   # 200 / 100 = 2 for digits 0, 1, 2, 9.
   np.testing.assert_array_equal(
       np.bincount(labels[chosen]), [2, 2, 2, 200, 200, 200, 200, 200, 200, 2])
+
+
+def test_pixel_noise_matches_the_papers_recipe():
+  from tff_imbalance.data import arrays
+  from tff_imbalance.data import transforms
+  x = np.zeros((2000, 4, 4, 1), np.float32)
+  x[1000:] = 1.0
+  noisy = transforms.add_pixel_noise(
+      arrays.LabeledArrays(x=x, y=np.zeros(2000, np.int64)), 10.0, 5.0, seed=1)
+  dark, bright = noisy.x[:1000] * 255, noisy.x[1000:] * 255
+  assert abs(dark.mean() - 10.0) < 0.2 and abs(dark.std() - 5.0) < 0.2
+  assert bright.max() == 255.0  # clipped at white
+  assert noisy.x.dtype == np.float32
+  again = transforms.add_pixel_noise(
+      arrays.LabeledArrays(x=x, y=np.zeros(2000, np.int64)), 10.0, 5.0, seed=1)
+  np.testing.assert_array_equal(noisy.x, again.x)

@@ -61,7 +61,8 @@ def test_mnist_lt_runs_and_writes_every_metric(tmp_path):
 def test_femnist_runs_on_a_tiny_leaf_directory(tmp_path):
   _write_leaf(tmp_path / 'leaf', ['w1', 'w2', 'w3'], np.random.default_rng(0))
   result = _run('femnist', *TINY, f'--data_dir={tmp_path / "leaf"}',
-                '--clients_per_round=2', f'--output_dir={tmp_path / "run"}')
+                '--algo=fedfocal', '--clients_per_round=2',
+                f'--output_dir={tmp_path / "run"}')
   assert result.returncode == 0, result.stderr
   summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
   assert len(summary['per_class_accuracy']) == 62
@@ -77,6 +78,8 @@ def test_femnist_runs_on_a_tiny_leaf_directory(tmp_path):
     ('mnist_lt', ['--num_clients=100000', '--clients_per_round=2'],
      'more clients than examples'),
     ('femnist', ['--data_dir=/nonexistent/leaf'], '/nonexistent/leaf'),
+    ('mnist_lt', ['--algo=fedfocal', '--psi=1.5'], '--psi'),
+    ('mnist_lt', ['--loss=focal', '--focal_gamma=-1'], '--focal_gamma'),
 ])
 def test_bad_input_stops_with_one_clear_message(task, flags, expected):
   result = _run(task, *TINY, *flags)

@@ -34,29 +34,6 @@ CSV_COLUMNS = ('round', 'round_seconds', 'train_loss', 'train_accuracy',
                'train_examples') + SCALAR_EVAL_KEYS
 
 
-class UniformSelector:
-  """Samples `clients_per_round` distinct clients uniformly each round.
-
-  The draw of round t depends only on (seed, t), so a resumed run selects the
-  same clients as an uninterrupted one without any saved state.
-  """
-
-  def __init__(self, num_clients: int, clients_per_round: int, seed: int):
-    if not 1 <= clients_per_round <= num_clients:
-      raise errors.UserInputError(
-          f'--clients_per_round must be in [1, {num_clients}] (the number of '
-          f'clients); got {clients_per_round}.')
-    self.num_clients = num_clients
-    self.clients_per_round = clients_per_round
-    self.seed = seed
-
-  def select(self, round_num: int, measurements: Any = None) -> np.ndarray:
-    del measurements  # Uniform selection ignores what the last round showed.
-    rng = np.random.default_rng([self.seed, round_num])
-    return np.sort(
-        rng.choice(self.num_clients, self.clients_per_round, replace=False))
-
-
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """How many rounds and how each client trains.
@@ -130,7 +107,7 @@ def _open_csv(output_dir: Optional[str]):
 
 def run(process: tff.learning.templates.LearningProcess,
         data: federated.FederatedData,
-        selector: UniformSelector,
+        selector: Any,
         evaluate: Callable[[Any], dict[str, Any]],
         config: RunConfig,
         extra_summary: Optional[dict[str, Any]] = None) -> dict[str, Any]:
@@ -139,7 +116,8 @@ def run(process: tff.learning.templates.LearningProcess,
   Args:
     process: the algorithm's learning process.
     data: the clients' datasets.
-    selector: chooses each round's client indices.
+    selector: chooses each round's client indices (see `selection`); its
+      `needs_validation` says whether clients get validation data and slots.
     evaluate: maps the global `ModelWeights` to evaluation metrics.
     config: rounds, local training and output settings.
     extra_summary: JSON-able facts added to summary.json (data statistics,
@@ -157,14 +135,12 @@ def run(process: tff.learning.templates.LearningProcess,
   try:
     for round_num in range(1, config.rounds + 1):
       client_indices = selector.select(round_num, measurements)
-      datasets = [
-          data.train_dataset(int(k), round_num=round_num,
-                             local_epochs=config.local_epochs,
-                             batch_size=config.batch_size, seed=config.seed)
-          for k in client_indices
-      ]
+      inputs = data.round_inputs(
+          client_indices, round_num=round_num,
+          local_epochs=config.local_epochs, batch_size=config.batch_size,
+          seed=config.seed, with_validation=selector.needs_validation)
       start = time.monotonic()
-      output = process.next(state, datasets)
+      output = process.next(state, inputs)
       seconds = time.monotonic() - start
       state, measurements = output.state, output.metrics
       row = dict(round=round_num, round_seconds=round(seconds, 4),

@@ -68,6 +68,30 @@ class FederatedData:
         reshuffle_each_iteration=True)
     return dataset.repeat(local_epochs).batch(batch_size)
 
+  def round_inputs(self, client_indices: Sequence[int], *, round_num: int,
+                   local_epochs: int, batch_size: int, seed: int,
+                   with_validation: bool) -> list:
+    """What `process.next` takes for a cohort, in cohort order.
+
+    Plain training datasets; or, `with_validation`, per client
+    `OrderedDict(train, validation, slot)` with `slot` its position in the
+    cohort as a one-element dataset (the shared client work's per-slot
+    validation reports, used by psi selection).
+    """
+    inputs = []
+    for slot, k in enumerate(client_indices):
+      train = self.train_dataset(int(k), round_num=round_num,
+                                 local_epochs=local_epochs,
+                                 batch_size=batch_size, seed=seed)
+      if not with_validation:
+        inputs.append(train)
+        continue
+      inputs.append(collections.OrderedDict(
+          train=train,
+          validation=self.validation_dataset(int(k), batch_size),
+          slot=tf.data.Dataset.from_tensors(np.int32(slot))))
+    return inputs
+
   def validation_dataset(self, client_index: int,
                          batch_size: int) -> tf.data.Dataset:
     """The batched validation dataset of one client."""

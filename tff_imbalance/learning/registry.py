@@ -34,6 +34,8 @@ class AlgorithmConfig:
     loss: local loss, 'ce' or 'focal' (000 eq. 6), for every algorithm.
     focal_gamma: focal loss gamma.
     focal_alpha: focal loss alpha: one weight, or one per class.
+    clients_per_round: the fixed cohort size K (psi selection's slots).
+    psi: Fed-Focal's psi, the share of last round's improved clients kept.
   """
   client_lr: float = 0.05
   client_momentum: float = 0.0
@@ -46,6 +48,8 @@ class AlgorithmConfig:
   loss: str = 'ce'
   focal_gamma: float = 2.0
   focal_alpha: tuple[float, ...] = (1.0,)
+  clients_per_round: int = 10
+  psi: float = 0.8
 
   def __post_init__(self):
     if not self.client_lr > 0:
@@ -117,6 +121,16 @@ def _fedadam(model_spec, config):
                                         server, config.keras_loss_fn())
 
 
+def _fedfocal(model_spec, config):
+  """Fed-Focal (000): focal loss (alpha=1, gamma=2 by default) on FedAvg, with
+  per-slot validation losses for psi client selection (eqs. 7-13)."""
+  focal = dataclasses.replace(config, loss='focal')
+  return fedavg_family.build_local_training_process(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      loss=focal.per_example_loss(),
+      validation_slots=config.clients_per_round)
+
+
 def _fedprox(model_spec, config):
   return fedavg_family.build_fedprox(model_spec, config.client_optimizer(),
                                      config.server_sgd(), config.fedprox_mu,
@@ -128,7 +142,12 @@ ALGORITHMS: dict[str, Builder] = {
     'fedavgm': _fedavgm,
     'fedadam': _fedadam,
     'fedprox': _fedprox,
+    'fedfocal': _fedfocal,
 }
+
+# Algorithms whose clients report per-slot validation losses and whose cohorts
+# come from `selection.PsiSelector`.
+PSI_SELECTION_ALGORITHMS = frozenset({'fedfocal'})
 
 
 def algorithm_names() -> tuple[str, ...]:

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): quality sweeps and speed measurements."""
