@@ -20,14 +20,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-import tensorflow_federated as tff
 
+from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance.data.sources import embedded
 from tff_imbalance.data.sources import leaf
 from tff_imbalance.data.sources import registry
 from tff_imbalance.data.sources import tfds_sources
 from tff_imbalance.data.sources import tff_emnist
+
+tff = compat.tff
 # pylint: enable=g-import-not-at-top
 
 

@@ -22,11 +22,13 @@ from typing import Optional
 
 import numpy as np
 import tensorflow as tf
-import tensorflow_federated as tff
 
+from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance.data import arrays
 from tff_imbalance.data.sources import leaf
+
+tff = compat.tff
 
 SQLITE_FILENAME = 'emnist_all.sqlite'
 _REQUIRED_COLUMNS = {
