@@ -3,6 +3,12 @@
 A task module defines its data flags, turns them into a `SourceData` and a
 client partition, and calls `run_experiment`; everything after the partition
 is the same for every task.
+
+An --output_dir belongs to one experiment: `flags.txt` there records every
+flag (`python -m <task> --flagfile=DIR/flags.txt` reruns it), and a later
+run in the same directory must use the same flags but for --rounds, --resume,
+--quiet, --output_dir, --checkpoint_every and --max_concurrent_clients.
+--resume continues the run from its latest checkpoint.
 """
 
 import functools
@@ -15,6 +21,7 @@ from absl import flags
 from absl import logging
 import numpy as np
 
+from tff_imbalance import checkpointing
 from tff_imbalance import compat  # pylint: disable=unused-import  (TF logging)
 from tff_imbalance import errors
 from tff_imbalance import evaluation
@@ -29,6 +36,17 @@ from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
 
 FLAGS = flags.FLAGS
+
+# Flags that may differ between a run and its resumption or rerun in the same
+# --output_dir: they extend a run or change how it is watched and stored, not
+# what it computes (the worker's concurrency does not change the results).
+_FLAGS_FREE_IN_ONE_RUN = frozenset({
+    'rounds', 'resume', 'quiet', 'output_dir', 'checkpoint_every',
+    'max_concurrent_clients'})
+# Modules whose flags are infrastructure (logging, test runners), not ours.
+_FOREIGN_FLAG_MODULES = ('absl.', 'tensorflow.', 'tensorflow_federated.')
+FLAGS_FILE = 'flags.txt'
+_TASK_LINE_PREFIX = '# python -m '
 
 flags.DEFINE_enum('algo', 'fedavg', registry.algorithm_names(),
                   'Federated algorithm.')
@@ -66,14 +84,26 @@ flags.DEFINE_integer('seed', 0, 'Seeds profile, partition, selection, model '
                      'initialisation and local shuffling.')
 flags.DEFINE_integer('eval_every', 5, 'Evaluate every this many rounds.')
 flags.DEFINE_string('output_dir', None,
-                    'Where metrics.csv, summary.json and flags.txt go.')
+                    'Where the run\'s results go: metrics.csv, tensorboard/, '
+                    'summary.json, final_weights.npz, curves.png, '
+                    'per_class.png, flags.txt and checkpoints/.')
+flags.DEFINE_integer('checkpoint_every', 0,
+                     'Save a checkpoint every this many rounds (and after the '
+                     'last) in --output_dir/checkpoints; 0: never.')
+flags.DEFINE_bool('resume', False,
+                  'Continue the run in --output_dir from its latest '
+                  'checkpoint (same flags; --rounds may grow).')
 flags.DEFINE_integer('max_concurrent_clients', None,
                      'Clients the TFF worker trains at once (default: cores).')
 flags.DEFINE_bool('quiet', False, 'No per-round lines.')
 
 
 def exit_on_user_error(main: Callable[[Sequence[str]], None]):
-  """Turns `UserInputError` into one line on stderr and exit status 2."""
+  """Turns `UserInputError` into one line on stderr and exit status 2.
+
+  The wrapped task also checks the run settings and --output_dir before it
+  starts, so that a bad directory is refused before any data is loaded.
+  """
 
   @functools.wraps(main)
   def wrapped(argv):
@@ -83,6 +113,7 @@ def exit_on_user_error(main: Callable[[Sequence[str]], None]):
       # TFF logs INFO lines for every model it wraps; keep the output to ours.
       logging.set_verbosity(logging.WARNING)
     try:
+      _check_output_dir(_run_config())
       main(argv)
     except errors.UserInputError as e:
       print(f'error: {e}', file=sys.stderr)
@@ -98,6 +129,120 @@ def _float_list(flag: str, values: Sequence[str]) -> tuple[float, ...]:
     raise errors.UserInputError(
         f'--{flag} must be a comma-separated list of numbers (got '
         f'{",".join(values)}).') from None
+
+
+def _task_module() -> str:
+  """The task's module name, e.g. 'tasks.mnist_lt'."""
+  spec = getattr(sys.modules['__main__'], '__spec__', None)
+  return spec.name if spec is not None else os.path.basename(sys.argv[0])
+
+
+def _experiment_flags() -> dict[str, flags.Flag]:
+  """Flags defined by the task and this module, by name."""
+  return {flag.name: flag
+          for module, module_flags in FLAGS.flags_by_module_dict().items()
+          if not module.startswith(_FOREIGN_FLAG_MODULES)
+          for flag in module_flags}
+
+
+def _read_flags_file(path: str) -> tuple[Optional[str], dict[str, str]]:
+  """The task module and the `--flag` lines (by flag name) of a flags.txt."""
+  task, lines = None, {}
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line.startswith(_TASK_LINE_PREFIX):
+        task = line[len(_TASK_LINE_PREFIX):].split()[0]
+      if not line.startswith('--'):
+        continue
+      name = line[2:].split('=', 1)[0]
+      if ('=' not in line and name not in FLAGS and name.startswith('no') and
+          name[2:] in FLAGS):
+        name = name[2:]  # A false boolean: --noquiet.
+      lines[name] = line
+  return task, lines
+
+
+def _flag_differences(path: str) -> list[str]:
+  """How the current flags differ from a run's flags.txt, one phrase each."""
+  task, saved = _read_flags_file(path)
+  differences = []
+  if task is not None and task != _task_module():
+    differences.append(f'a run of {task}, not {_task_module()}')
+  # Saved flags that are not ours here are absl's or TensorFlow's (which vary
+  # with what got imported) or were removed since; the task line covers a
+  # directory of another task.
+  for name, flag in sorted(_experiment_flags().items()):
+    if name in _FLAGS_FREE_IN_ONE_RUN:
+      continue
+    here = flag.serialize() or f'--{name} unset'
+    if name in saved:
+      if saved[name] != here:
+        differences.append(f'{saved[name]} there, {here} here')
+    elif flag.value != flag.default:
+      # A flag newer than the saved run counts as its default there.
+      differences.append(f'--{name} at its default there, {here} here')
+  return differences
+
+
+def _check_same_experiment(output_dir: str) -> None:
+  """Refuses a directory that holds the results of another experiment.
+
+  Raises:
+    errors.UserInputError: if `output_dir` holds a run (metrics or
+      checkpoints) whose flags.txt differs in more than
+      `_FLAGS_FREE_IN_ONE_RUN`.
+  """
+  path = os.path.join(output_dir, FLAGS_FILE)
+  holds_results = os.path.exists(
+      os.path.join(output_dir, runner.METRICS_FILE)) or bool(
+          checkpointing.saved_rounds(
+              os.path.join(output_dir, runner.CHECKPOINT_DIR)))
+  # flags.txt alone is a run that stopped before its first round (bad input,
+  # a crash while building): nothing to protect.
+  if not (os.path.exists(path) and holds_results):
+    return
+  differences = _flag_differences(path)
+  if differences:
+    shown = '; '.join(differences[:3]) + (
+        f'; and {len(differences) - 3} more' if len(differences) > 3 else '')
+    raise errors.UserInputError(
+        f'--output_dir={output_dir} holds a run with different flags '
+        f'({shown}); use another --output_dir, or the flags in {path}.')
+
+
+def _record_flags(output_dir: str) -> None:
+  """Writes every flag to flags.txt: `--flagfile` reruns the experiment.
+
+  A resumed run records --noresume: the file describes the experiment, and
+  `--flagfile` with another --output_dir should start it afresh.
+  """
+  lines = ['--noresume' if line == '--resume' else line
+           for line in FLAGS.flags_into_string().splitlines()]
+  path = os.path.join(output_dir, FLAGS_FILE)
+  # A complete file or none: a kill mid-write must not leave flags that
+  # would then refuse the resumed run.
+  with open(path + '.tmp', 'w') as f:
+    f.write(f'{_TASK_LINE_PREFIX}{_task_module()} --flagfile={path}\n')
+    f.write('\n'.join(lines) + '\n')
+  os.replace(path + '.tmp', path)
+
+
+def _run_config() -> runner.RunConfig:
+  return runner.RunConfig(
+      rounds=FLAGS.rounds, local_epochs=FLAGS.local_epochs,
+      batch_size=FLAGS.batch_size, eval_every=FLAGS.eval_every,
+      seed=FLAGS.seed, output_dir=FLAGS.output_dir, quiet=FLAGS.quiet,
+      checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume)
+
+
+def _check_output_dir(config: runner.RunConfig) -> None:
+  """Refuses another experiment's directory, then an unusable one."""
+  # Flags first: resuming a directory that holds other flags must say so,
+  # not ask for --resume.
+  if config.output_dir is not None:
+    _check_same_experiment(config.output_dir)
+  runner.check_output_dir(config)
 
 
 def _minority_classes(num_classes: int) -> Optional[list[int]]:
@@ -131,6 +276,8 @@ def run_experiment(source: arrays.SourceData,
   Returns:
     The run summary.
   """
+  config = _run_config()
+  _check_output_dir(config)
   num_classes = source.num_classes
   stats.validate_labels(source.test.y, num_classes)
   data = federated.build_federated_data(
@@ -144,10 +291,6 @@ def run_experiment(source: arrays.SourceData,
   else:
     selector = selection.UniformSelector(data.num_clients,
                                          FLAGS.clients_per_round, FLAGS.seed)
-  config = runner.RunConfig(
-      rounds=FLAGS.rounds, local_epochs=FLAGS.local_epochs,
-      batch_size=FLAGS.batch_size, eval_every=FLAGS.eval_every,
-      seed=FLAGS.seed, output_dir=FLAGS.output_dir, quiet=FLAGS.quiet)
   algorithm_config = registry.AlgorithmConfig(
       client_lr=FLAGS.client_lr, client_momentum=FLAGS.client_momentum,
       server_lr=FLAGS.server_lr, server_momentum=FLAGS.server_momentum,
@@ -165,8 +308,7 @@ def run_experiment(source: arrays.SourceData,
   partition_stats = stats.summarize(
       data.train_labels(), data.client_train_partition(), num_classes)
   if FLAGS.output_dir is not None:
-    os.makedirs(FLAGS.output_dir, exist_ok=True)
-    FLAGS.append_flags_into_file(os.path.join(FLAGS.output_dir, 'flags.txt'))
+    _record_flags(FLAGS.output_dir)
   summary = runner.run(
       process, data, selector, evaluator, config,
       extra_summary=dict(algo=FLAGS.algo, model=FLAGS.model, seed=FLAGS.seed,
