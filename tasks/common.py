@@ -222,10 +222,9 @@ def _record_flags(output_dir: str) -> None:
   path = os.path.join(output_dir, FLAGS_FILE)
   # A complete file or none: a kill mid-write must not leave flags that
   # would then refuse the resumed run.
-  with open(path + '.tmp', 'w') as f:
-    f.write(f'{_TASK_LINE_PREFIX}{_task_module()} --flagfile={path}\n')
-    f.write('\n'.join(lines) + '\n')
-  os.replace(path + '.tmp', path)
+  runner.write_atomically(path, lambda f: f.write(
+      f'{_TASK_LINE_PREFIX}{_task_module()} --flagfile={path}\n' +
+      '\n'.join(lines) + '\n'))
 
 
 def _run_config() -> runner.RunConfig:

@@ -184,7 +184,7 @@ def check_output_dir(config: RunConfig) -> None:
         'run; pass --resume to continue it or choose another --output_dir.')
 
 
-def _write_atomically(path: str, write: Callable[[Any], None],
+def write_atomically(path: str, write: Callable[[Any], None],
                       binary: bool = False) -> None:
   """Writes a file whole or not at all (a kill never leaves half a file)."""
   temp_path = path + '.tmp'
@@ -222,7 +222,7 @@ class _MetricsWriter:
                resumed: Optional[checkpointing.RunState]):
     self._csv_path = os.path.join(output_dir, METRICS_FILE)
     kept_rows = self._kept_rows(resumed.round_num) if resumed else []
-    _write_atomically(self._csv_path,
+    write_atomically(self._csv_path,
                       lambda f: self._write_rows(f, kept_rows))
     self._csv_handle = open(self._csv_path, 'a', newline='')
     self._csv_writer = csv.DictWriter(self._csv_handle, CSV_COLUMNS,
@@ -307,7 +307,7 @@ def _save_weights(path: str, model_weights) -> None:
                     for i, w in enumerate(model_weights.trainable)}
   arrays_by_name.update({f'non_trainable_{i}': np.asarray(w)
                          for i, w in enumerate(model_weights.non_trainable)})
-  _write_atomically(path, lambda f: np.savez(f, **arrays_by_name),
+  write_atomically(path, lambda f: np.savez(f, **arrays_by_name),
                     binary=True)
 
 
@@ -385,7 +385,7 @@ def run(process: tff.learning.templates.LearningProcess,
       writer.close()
   summary = _summary(progress.history, config, extra_summary)
   if config.output_dir is not None:
-    _write_atomically(
+    write_atomically(
         os.path.join(config.output_dir, SUMMARY_FILE),
         lambda f: json.dump(summary, f, indent=2, allow_nan=False))
     _save_weights(os.path.join(config.output_dir, WEIGHTS_FILE),
