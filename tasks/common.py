@@ -11,6 +11,7 @@ run in the same directory must use the same flags but for --rounds, --resume,
 --resume continues the run from its latest checkpoint.
 """
 
+import dataclasses
 import functools
 import os
 import sys
@@ -244,6 +245,23 @@ def _check_output_dir(config: runner.RunConfig) -> None:
   runner.check_output_dir(config)
 
 
+def _algorithm_config() -> registry.AlgorithmConfig:
+  """`AlgorithmConfig` with every field that has a flag of its name set.
+
+  List flags become tuples of floats, so that a new hyperparameter is one
+  field in `registry.AlgorithmConfig` and one flag definition.
+  """
+  values = {}
+  for field in dataclasses.fields(registry.AlgorithmConfig):
+    if field.name not in FLAGS:
+      continue
+    value = FLAGS[field.name].value
+    if isinstance(value, list):
+      value = _float_list(field.name, value)
+    values[field.name] = value
+  return registry.AlgorithmConfig(**values)
+
+
 def _minority_classes(num_classes: int) -> Optional[list[int]]:
   if FLAGS.minority_classes is None:
     return None
@@ -263,7 +281,9 @@ def _minority_classes(num_classes: int) -> Optional[list[int]]:
 def run_experiment(source: arrays.SourceData,
                    client_partition: Sequence[np.ndarray],
                    client_ids: Optional[Sequence[str]] = None,
-                   data_summary: Optional[dict] = None) -> dict:
+                   data_summary: Optional[dict] = None,
+                   server_data: Optional[arrays.LabeledArrays] = None
+                  ) -> dict:
   """Trains the flagged algorithm on a partitioned source and reports.
 
   Args:
@@ -271,6 +291,8 @@ def run_experiment(source: arrays.SourceData,
     client_partition: per client, indices into `source.train`.
     client_ids: optional client names.
     data_summary: facts about the data preparation for summary.json.
+    server_data: auxiliary examples the server holds (held out of every
+      client), for the algorithms that use them.
 
   Returns:
     The run summary.
@@ -290,18 +312,16 @@ def run_experiment(source: arrays.SourceData,
   else:
     selector = selection.UniformSelector(data.num_clients,
                                          FLAGS.clients_per_round, FLAGS.seed)
-  algorithm_config = registry.AlgorithmConfig(
-      client_lr=FLAGS.client_lr, client_momentum=FLAGS.client_momentum,
-      server_lr=FLAGS.server_lr, server_momentum=FLAGS.server_momentum,
-      fedprox_mu=FLAGS.fedprox_mu, loss=FLAGS.loss,
-      focal_gamma=FLAGS.focal_gamma,
-      focal_alpha=_float_list('focal_alpha', FLAGS.focal_alpha),
-      clients_per_round=FLAGS.clients_per_round, psi=FLAGS.psi)
+  algorithm_config = _algorithm_config()
+  context = registry.TaskContext(
+      num_classes=num_classes, num_clients=data.num_clients,
+      train_class_counts=train_counts, aux_data=server_data)
   model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
                                   num_classes, FLAGS.seed)
   minority = _minority_classes(num_classes)
   runtime.set_local_execution_context(FLAGS.max_concurrent_clients)
-  process = registry.build_process(FLAGS.algo, model_spec, algorithm_config)
+  process = registry.build_process(FLAGS.algo, model_spec, algorithm_config,
+                                   context)
   evaluator = runner.Evaluator(model_spec, source.test, train_counts,
                                minority_classes=minority)
   partition_stats = stats.summarize(

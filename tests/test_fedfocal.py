@@ -43,7 +43,9 @@ def test_fedfocal_keeps_every_improved_client_with_psi_one():
   spec = spec_lib.ModelSpec('mlp', (6, 6, 1), 4, seed=0)
   config = registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT,
                                     psi=1.0)
-  process = registry.build_process('fedfocal', spec, config)
+  context = registry.TaskContext(num_classes=4, num_clients=NUM_CLIENTS,
+                                 train_class_counts=np.ones(4))
+  process = registry.build_process('fedfocal', spec, config, context)
   selector = RecordingSelector(NUM_CLIENTS, COHORT, 1.0, 0)
   no_evaluation = lambda weights: dict.fromkeys(runner.SCALAR_EVAL_KEYS, 0.0)
   runner.run(process, data, selector, no_evaluation,

@@ -18,6 +18,8 @@ tff = compat.tff
 
 NUM_CLASSES = 4
 SPEC = spec_lib.ModelSpec('mlp', (6, 6, 1), NUM_CLASSES, seed=3)
+CONTEXT = registry.TaskContext(num_classes=NUM_CLASSES, num_clients=3,
+                               train_class_counts=np.ones(NUM_CLASSES))
 
 
 def _client_datasets(sizes=(12, 20, 7), seed=0):
@@ -127,7 +129,8 @@ def test_extension_broadcast_reaches_the_loss_and_reports_update_it():
 
 @pytest.mark.parametrize('name', ['fedavgm', 'fedadam'])
 def test_registered_server_optimizers_run_and_move_the_model(name):
-  process = registry.build_process(name, SPEC, registry.AlgorithmConfig())
+  process = registry.build_process(name, SPEC, registry.AlgorithmConfig(),
+                                   CONTEXT)
   datasets, _ = _client_datasets()
   state = process.initialize()
   before = _flat(process.get_model_weights(state))
@@ -137,7 +140,8 @@ def test_registered_server_optimizers_run_and_move_the_model(name):
 
 def test_unknown_algorithm_names_the_flag_and_the_choices():
   with pytest.raises(errors.UserInputError, match='--algo must be one of'):
-    registry.build_process('fedsomething', SPEC, registry.AlgorithmConfig())
+    registry.build_process('fedsomething', SPEC, registry.AlgorithmConfig(),
+                           CONTEXT)
 
 
 @pytest.mark.parametrize('kwargs, flag', [
@@ -157,7 +161,8 @@ def test_focal_loss_plugs_into_every_fedavg_family_algorithm(name):
   weights = {}
   for loss in ('ce', 'focal'):
     process = registry.build_process(
-        name, SPEC, registry.AlgorithmConfig(loss=loss, focal_gamma=2.0))
+        name, SPEC, registry.AlgorithmConfig(loss=loss, focal_gamma=2.0),
+        CONTEXT)
     weights[loss] = _flat(_run_rounds(process, datasets, rounds=1)[0])
   assert np.all(np.isfinite(weights['focal']))
   assert not np.allclose(weights['ce'], weights['focal'])

@@ -46,7 +46,10 @@ def task():
   counts = np.bincount(data.train_labels(), minlength=NUM_CLASSES)
   config = registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT,
                                     psi=0.6)
-  processes = {algo: registry.build_process(algo, SPEC, config)
+  context = registry.TaskContext(num_classes=NUM_CLASSES,
+                                 num_clients=NUM_CLIENTS,
+                                 train_class_counts=counts)
+  processes = {algo: registry.build_process(algo, SPEC, config, context)
                for algo in ('fedavg', 'fedfocal')}
   # After the processes, as in tasks.common: building a process traces Keras
   # models in graphs, which invalidates an eager model made before it.

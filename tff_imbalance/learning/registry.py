@@ -1,16 +1,22 @@
 """`--algo` name -> process builder, with the hyperparameters they share.
 
 Adding an algorithm is one entry in `ALGORITHMS`: a builder that takes the
-model spec and an `AlgorithmConfig` and returns a `LearningProcess`. The runner
-and the tasks know nothing else about algorithms.
+model spec, an `AlgorithmConfig` and a `TaskContext` (what the task knows that
+some methods need: class counts, the population size, server-side auxiliary
+data) and returns a `LearningProcess`. The runner and the tasks know nothing
+else about algorithms. Every `AlgorithmConfig` field is set from the task flag
+of the same name where one exists (`tasks/common.py`).
 """
 
 import dataclasses
 from typing import Callable, Optional
 
+import numpy as np
+
 from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import losses
+from tff_imbalance.data import arrays
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.models import spec as spec_lib
 
@@ -96,24 +102,45 @@ class AlgorithmConfig:
 
 LOSSES = ('ce', 'focal')
 
-Builder = Callable[[spec_lib.ModelSpec, AlgorithmConfig],
+
+@dataclasses.dataclass(frozen=True)
+class TaskContext:
+  """What the task knows about its data that some algorithms need.
+
+  Attributes:
+    num_classes: number of classes C.
+    num_clients: size of the client population.
+    train_class_counts: [C] training examples per class over all clients.
+    aux_data: server-held auxiliary examples (held out of every client), or
+      None where the task keeps none.
+  """
+  num_classes: int
+  num_clients: int
+  train_class_counts: np.ndarray
+  aux_data: Optional[arrays.LabeledArrays] = None
+
+
+Builder = Callable[[spec_lib.ModelSpec, AlgorithmConfig, TaskContext],
                    tff.learning.templates.LearningProcess]
 
 
-def _fedavg(model_spec, config):
+def _fedavg(model_spec, config, context):
+  del context  # Unused.
   return fedavg_family.build_tff_fedavg(model_spec, config.client_optimizer(),
                                         config.server_sgd(),
                                         config.keras_loss_fn())
 
 
-def _fedavgm(model_spec, config):
+def _fedavgm(model_spec, config, context):
+  del context  # Unused.
   return fedavg_family.build_tff_fedavg(
       model_spec, config.client_optimizer(),
       config.server_sgd(momentum=config.server_momentum),
       config.keras_loss_fn())
 
 
-def _fedadam(model_spec, config):
+def _fedadam(model_spec, config, context):
+  del context  # Unused.
   server = tff.learning.optimizers.build_adam(
       learning_rate=config.server_lr_or(0.01), beta_1=config.adam_beta1,
       beta_2=config.adam_beta2, epsilon=config.adam_epsilon)
@@ -121,9 +148,10 @@ def _fedadam(model_spec, config):
                                         server, config.keras_loss_fn())
 
 
-def _fedfocal(model_spec, config):
+def _fedfocal(model_spec, config, context):
   """Fed-Focal (000): focal loss (alpha=1, gamma=2 by default) on FedAvg, with
   per-slot validation losses for psi client selection (eqs. 7-13)."""
+  del context  # Unused.
   focal = dataclasses.replace(config, loss='focal')
   return fedavg_family.build_local_training_process(
       model_spec, config.client_optimizer(), config.server_sgd(),
@@ -131,7 +159,8 @@ def _fedfocal(model_spec, config):
       validation_slots=config.clients_per_round)
 
 
-def _fedprox(model_spec, config):
+def _fedprox(model_spec, config, context):
+  del context  # Unused.
   return fedavg_family.build_fedprox(model_spec, config.client_optimizer(),
                                      config.server_sgd(), config.fedprox_mu,
                                      loss=config.per_example_loss())
@@ -155,7 +184,7 @@ def algorithm_names() -> tuple[str, ...]:
 
 
 def build_process(name: str, model_spec: spec_lib.ModelSpec,
-                  config: AlgorithmConfig
+                  config: AlgorithmConfig, context: TaskContext
                  ) -> tff.learning.templates.LearningProcess:
   """Builds the named algorithm's learning process.
 
@@ -166,4 +195,4 @@ def build_process(name: str, model_spec: spec_lib.ModelSpec,
     raise errors.UserInputError(
         f'--algo must be one of {", ".join(algorithm_names())} '
         f'(got {name!r}).')
-  return ALGORITHMS[name](model_spec, config)
+  return ALGORITHMS[name](model_spec, config, context)
