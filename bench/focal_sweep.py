@@ -11,16 +11,14 @@ table of balanced accuracy and minority-class accuracy (mean and std) to
 the varied ones, so the table is reproducible run by run.
 """
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 
 from absl import app
 from absl import flags
-import numpy as np
+
+from bench import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('seeds', 3, 'Seeds per configuration (0..seeds-1).')
@@ -32,7 +30,7 @@ flags.DEFINE_string('output', 'results/focal_sweep.md', 'Markdown table.')
 COMMON = ['--profile=unbalanced', '--minority_ratio=100',
           '--minority_classes=0,1,2,9', '--partition=iid', '--num_clients=20',
           '--clients_per_round=5', '--model=mlp', '--local_epochs=1',
-          '--batch_size=32', '--client_lr=0.05', '--quiet']
+          '--batch_size=32', '--client_lr=0.05']
 
 CONFIGS = (
     [('CE (FedAvg)', ['--algo=fedavg', '--loss=ce'])] +
@@ -45,17 +43,10 @@ CONFIGS = (
 
 
 def _run(config_flags, seed, rounds, output_dir):
-  command = [sys.executable, '-m', 'tasks.mnist_lt', *COMMON, *config_flags,
-             f'--seed={seed}', f'--rounds={rounds}', f'--eval_every={rounds}',
-             f'--output_dir={output_dir}']
-  subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
-                 stdin=subprocess.DEVNULL)
-  with open(os.path.join(output_dir, 'summary.json')) as f:
-    return json.load(f)
-
-
-def _mean_std(values):
-  return f'{np.mean(values):.4f} ± {np.std(values):.4f}'
+  return common.run_task(
+      'tasks.mnist_lt', [*COMMON, *config_flags, f'--seed={seed}',
+                         f'--rounds={rounds}', f'--eval_every={rounds}'],
+      output_dir)
 
 
 def main(argv):
@@ -70,25 +61,23 @@ def main(argv):
         summary = _run(config_flags, seed, FLAGS.rounds, out)
         balanced.append(summary['balanced_accuracy'])
         minority.append(summary['minority_accuracy'])
-      rows.append((name, _mean_std(balanced), _mean_std(minority)))
+      rows.append((name, common.mean_std(balanced),
+                   common.mean_std(minority)))
       print(f'{name}: balanced {rows[-1][1]}  minority {rows[-1][2]}',
             flush=True)
   command = ' '.join(['python -m bench.focal_sweep', f'--seeds={FLAGS.seeds}',
                       f'--rounds={FLAGS.rounds}'])
-  lines = [
-      '# Fed-Focal sweep on unbalanced MNIST (digits 0,1,2,9 at 1:100)', '',
-      f'Command: `{command}` ({time.strftime("%Y-%m-%d")}, '
-      f'{time.time() - start:.0f} s on this machine). Shared flags: '
-      f'`{" ".join(COMMON)}`. Balanced test set of the embedded MNIST; '
-      f'minority accuracy is Ac.M over digits 0,1,2,9. Mean ± std over seeds '
-      f'0..{FLAGS.seeds - 1}.', '',
-      '| configuration | balanced accuracy | minority accuracy (0,1,2,9) |',
-      '|---|---|---|',
-  ] + [f'| {name} | {b} | {m} |' for name, b, m in rows]
-  os.makedirs(os.path.dirname(FLAGS.output) or '.', exist_ok=True)
-  with open(FLAGS.output, 'w') as f:
-    f.write('\n'.join(lines) + '\n')
-  print(f'wrote {FLAGS.output}')
+  common.write_result(
+      FLAGS.output,
+      'Fed-Focal sweep on unbalanced MNIST (digits 0,1,2,9 at 1:100)',
+      command,
+      f'Shared flags: `{" ".join(COMMON)}`. Balanced test set of the embedded '
+      f'MNIST; minority accuracy is Ac.M over digits 0,1,2,9. Mean ± std over '
+      f'seeds 0..{FLAGS.seeds - 1}.',
+      common.markdown_table(
+          ['configuration', 'balanced accuracy',
+           'minority accuracy (0,1,2,9)'], rows),
+      elapsed_s=time.time() - start)
 
 
 if __name__ == '__main__':
