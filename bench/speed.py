@@ -1,0 +1,364 @@
+"""How fast the simulation is, against the floor of plain TensorFlow.
+
+  python -m bench.speed
+
+In one process and on the same data (the embedded MNIST, `--clients_per_round`
+clients of a fixed cohort, one local epoch), it measures:
+
+1. **TFF FedAvg vs. the floor**: seconds per round of the registered `fedavg`
+   process against a plain TF loop doing the identical local training of the
+   same clients (same model, initial weights, batches in the same order, SGD
+   step, example-weighted mean of the updates). The median of the rounds
+   after the first; the first round (tracing, the worker's first compilation)
+   is reported apart, with the time to build the process.
+2. **Each imbalance method vs. FedAvg**: every registered algorithm through
+   the same runner the tasks use, seconds per round as a ratio to FedAvg.
+3. **Memory**: resident memory of this process plus the TFF worker over
+   `--memory_rounds` rounds of FedAvg (it must not grow).
+4. **Population**: seconds per round with a fixed cohort as the client
+   population grows (each client holds `--population_client_size` examples).
+5. **Workers**: seconds per round with 1 vs. 2 local TFF workers
+   (`bench.remote_speed`), where that module exists.
+
+Timings on a shared machine are noisy, so everything is a ratio measured in
+this one run; the targets (FedAvg <= 1.15x the floor for the CNN, each method
+<= 1.3x FedAvg, first round <= 5 s) are checked against it and the table says
+which are met. Writes `results/speed.md`.
+"""
+
+import collections
+import importlib
+import os
+import statistics
+import tempfile
+import time
+from typing import Sequence
+
+from absl import app
+from absl import flags
+import numpy as np
+import psutil
+
+# Before TensorFlow: compat quiets TF's C++ logging, which reads the
+# environment once at import.
+from tff_imbalance import compat  # pylint: disable=g-bad-import-order
+import tensorflow as tf  # pylint: disable=g-bad-import-order
+
+from bench import common
+from tff_imbalance import runner
+from tff_imbalance import runtime
+from tff_imbalance.data import arrays
+from tff_imbalance.data import federated
+from tff_imbalance.data import partition
+from tff_imbalance.data import stats
+from tff_imbalance.data.sources import registry as sources
+from tff_imbalance.learning import registry
+from tff_imbalance.learning import selection
+from tff_imbalance.models import spec as spec_lib
+
+tff = compat.tff
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string('model', 'cnn', 'Model of the floor and method rows.')
+flags.DEFINE_integer('rounds', 6, 'Rounds per timing (the first is apart).')
+flags.DEFINE_integer('num_clients', 20, 'Client population of sections 1-2.')
+flags.DEFINE_integer('clients_per_round', 10, 'Fixed cohort size.')
+flags.DEFINE_integer('batch_size', 32, 'Local batch size.')
+flags.DEFINE_list('algos', None, 'Algorithms of section 2 (default: all).')
+flags.DEFINE_integer('memory_rounds', 200, 'Rounds of the memory section.')
+flags.DEFINE_list('population_sizes', ['100', '400', '1600', '3400'],
+                  'Client populations of section 4.')
+flags.DEFINE_integer('population_client_size', 20,
+                     'Examples per client in section 4.')
+flags.DEFINE_string('output', 'results/speed.md', 'Markdown result.')
+
+_SEED = 0
+_CLIENT_LR = 0.05
+FLOOR_TARGET, METHOD_TARGET, FIRST_ROUND_TARGET_S = 1.15, 1.3, 5.0
+
+
+def _source() -> arrays.SourceData:
+  return sources.load_source('embedded_mnist', seed=_SEED)
+
+
+def _federated(pool: arrays.LabeledArrays, parts: Sequence[np.ndarray],
+               num_classes: int) -> federated.FederatedData:
+  # A validation split for the algorithms that select on it (psi); the
+  # others never read it.
+  return federated.build_federated_data(pool, parts, num_classes,
+                                        validation_fraction=0.1, seed=_SEED)
+
+
+def _context(data: federated.FederatedData,
+             source: arrays.SourceData) -> registry.TaskContext:
+  counts = stats.class_counts(data.train_labels(), data.num_classes)
+  return registry.TaskContext(num_classes=data.num_classes,
+                              num_clients=data.num_clients,
+                              train_class_counts=counts,
+                              aux_data=_auxiliary(source))
+
+
+def _auxiliary(source: arrays.SourceData):
+  """32 examples per class as server data, for the methods that use it."""
+  rng = np.random.default_rng(_SEED)
+  picked = np.concatenate([
+      rng.choice(np.flatnonzero(source.train.y == c), 32, replace=False)
+      for c in range(source.num_classes)])
+  return source.train.take(picked)
+
+
+def _selector(algo: str, num_clients: int):
+  if algo in registry.PSI_SELECTION_ALGORITHMS:
+    return selection.PsiSelector(num_clients, FLAGS.clients_per_round, 0.8,
+                                 _SEED)
+  return selection.UniformSelector(num_clients, FLAGS.clients_per_round,
+                                   _SEED)
+
+
+def _no_evaluation(model_weights):
+  del model_weights
+  return dict.fromkeys(runner.SCALAR_EVAL_KEYS, 0.0)
+
+
+def _run_rounds(process, data, selector,
+                rounds: int) -> tuple[float, float]:
+  """Runs `rounds` rounds through the runner; (first, median later) seconds."""
+  with tempfile.TemporaryDirectory() as output_dir:
+    config = runner.RunConfig(rounds=rounds, local_epochs=1,
+                              batch_size=FLAGS.batch_size, eval_every=rounds,
+                              seed=_SEED, output_dir=output_dir, quiet=True)
+    runner.run(process, data, selector, _no_evaluation, config)
+    return common.round_seconds(output_dir)
+
+
+def _build(algo: str, model_spec, context) -> tuple[object, float]:
+  start = time.monotonic()
+  config = registry.AlgorithmConfig(client_lr=_CLIENT_LR,
+                                    clients_per_round=FLAGS.clients_per_round)
+  process = registry.build_process(algo, model_spec, config, context)
+  return process, time.monotonic() - start
+
+
+class PlainTFFedAvg:
+  """FedAvg's arithmetic in plain TF: the floor a simulation cannot beat."""
+
+  def __init__(self, model_spec: spec_lib.ModelSpec, learning_rate: float):
+    self._model = model_spec.build_keras()
+    self._global = [v.numpy() for v in self._model.trainable_variables]
+    self._learning_rate = learning_rate
+    self._train = tf.function(self._train_client)
+
+  def _train_client(self, dataset):
+    variables = self._model.trainable_variables
+    num_examples = tf.constant(0, tf.int32)
+    for batch in iter(dataset):
+      with tf.GradientTape() as tape:
+        logits = self._model(batch['x'], training=True)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+            batch['y'], logits, from_logits=True))
+      for variable, gradient in zip(variables,
+                                    tape.gradient(loss, variables)):
+        variable.assign_sub(self._learning_rate * gradient)
+      num_examples += tf.shape(batch['y'])[0]
+    return num_examples
+
+  def next(self, datasets: Sequence[tf.data.Dataset]) -> None:
+    total = [np.zeros_like(w) for w in self._global]
+    weight_sum = 0
+    for dataset in datasets:
+      for variable, value in zip(self._model.trainable_variables,
+                                 self._global):
+        variable.assign(value)
+      weight = int(self._train(dataset))
+      for acc, variable, value in zip(total, self._model.trainable_variables,
+                                      self._global):
+        acc += weight * (value - variable.numpy())
+      weight_sum += weight
+    self._global = [value - acc / max(weight_sum, 1)
+                    for value, acc in zip(self._global, total)]
+
+
+def _floor_seconds(model_spec, data: federated.FederatedData,
+                   selector) -> tuple[float, float]:
+  floor = PlainTFFedAvg(model_spec, _CLIENT_LR)
+  seconds = []
+  for round_num in range(1, FLAGS.rounds + 1):
+    cohort = selector.select(round_num, None)
+    datasets = data.round_inputs(cohort, round_num=round_num, local_epochs=1,
+                                 batch_size=FLAGS.batch_size, seed=_SEED,
+                                 with_validation=False)
+    start = time.monotonic()
+    floor.next(datasets)
+    seconds.append(time.monotonic() - start)
+  return seconds[0], statistics.median(seconds[1:])
+
+
+def _rss_mb() -> float:
+  """Resident memory of this process and its children (the TFF worker)."""
+  me = psutil.Process()
+  processes = [me] + me.children(recursive=True)
+  total = 0
+  for process in processes:
+    try:
+      total += process.memory_info().rss
+    except psutil.NoSuchProcess:
+      pass
+  return total / 2**20
+
+
+def _population_partition(pool_size: int, num_clients: int,
+                          client_size: int) -> list[np.ndarray]:
+  """Equal-size clients drawn (with overlap) from one pool: only N grows."""
+  rng = np.random.default_rng(_SEED)
+  return [rng.choice(pool_size, client_size, replace=False)
+          for _ in range(num_clients)]
+
+
+def _section_floor_and_methods(source, lines: list[str]) -> dict:
+  parts = partition.iid_partition(len(source.train.y), FLAGS.num_clients,
+                                  _SEED)
+  data = _federated(source.train, parts, source.num_classes)
+  context = _context(data, source)
+  model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
+                                  source.num_classes, _SEED)
+  algos = FLAGS.algos or list(registry.algorithm_names())
+  if 'fedavg' not in algos:
+    algos = ['fedavg'] + algos
+  timings = collections.OrderedDict()
+  for algo in algos:
+    process, build_s = _build(algo, model_spec, context)
+    first, median = _run_rounds(process, data, _selector(algo,
+                                                         data.num_clients),
+                                FLAGS.rounds)
+    timings[algo] = dict(build=build_s, first=first, median=median)
+    print(f'{algo}: build {build_s:.2f} s, first round {first:.2f} s, '
+          f'median {median:.3f} s/round', flush=True)
+  floor_first, floor_median = _floor_seconds(
+      model_spec, data, selection.UniformSelector(
+          data.num_clients, FLAGS.clients_per_round, _SEED))
+  print(f'plain TF floor: first {floor_first:.2f} s, median '
+        f'{floor_median:.3f} s/round', flush=True)
+  fedavg = timings['fedavg']
+  floor_ratio = fedavg['median'] / floor_median
+  rows = [('plain TF loop (floor)', '-', f'{floor_first:.2f}',
+           f'{floor_median:.3f}', '-', '-')]
+  for algo, t in timings.items():
+    ratio = t['median'] / fedavg['median']
+    if algo == 'fedavg':
+      versus = f'{floor_ratio:.2f}x floor'
+      met = floor_ratio <= FLOOR_TARGET
+    else:
+      versus = f'{ratio:.2f}x fedavg'
+      met = ratio <= METHOD_TARGET
+    met = met and t['first'] <= FIRST_ROUND_TARGET_S
+    rows.append((algo, f'{t["build"]:.2f}', f'{t["first"]:.2f}',
+                 f'{t["median"]:.3f}', versus, 'yes' if met else 'no'))
+  lines += [
+      '## 1-2. Seconds per round: TFF FedAvg vs. the plain-TF floor, each '
+      'method vs. FedAvg', '',
+      f'Model `{FLAGS.model}`, embedded MNIST (all {len(source.train.y)} '
+      f'training digits) split iid over {FLAGS.num_clients} clients, '
+      f'{FLAGS.clients_per_round} per round, 1 local epoch, batch '
+      f'{FLAGS.batch_size}, SGD lr {_CLIENT_LR}; median of rounds 2..'
+      f'{FLAGS.rounds}. Targets: FedAvg <= {FLOOR_TARGET}x the floor, each '
+      f'method <= {METHOD_TARGET}x FedAvg, first round <= '
+      f'{FIRST_ROUND_TARGET_S:.0f} s ("met" checks both of a row\'s).', '',
+      common.markdown_table(
+          ['', 'build process (s)', 'first round (s)', 'median s/round',
+           'ratio', 'targets met'], rows), '']
+  return dict(floor_ratio=floor_ratio, timings=timings)
+
+
+def _section_memory(source, lines: list[str]) -> None:
+  parts = partition.iid_partition(len(source.train.y), FLAGS.num_clients,
+                                  _SEED)
+  data = _federated(source.train, parts, source.num_classes)
+  model_spec = spec_lib.ModelSpec('mlp', tuple(source.train.x.shape[1:]),
+                                  source.num_classes, _SEED)
+  process, _ = _build('fedavg', model_spec, _context(data, source))
+  checkpoints = sorted({1, 10, FLAGS.memory_rounds // 4,
+                        FLAGS.memory_rounds // 2, FLAGS.memory_rounds})
+  samples = collections.OrderedDict()
+  selector = _selector('fedavg', data.num_clients)
+  state = process.initialize()
+  # The runner's loop without its outputs, sampling memory between rounds.
+  for round_num in range(1, FLAGS.memory_rounds + 1):
+    inputs = data.round_inputs(selector.select(round_num, None),
+                               round_num=round_num, local_epochs=1,
+                               batch_size=FLAGS.batch_size, seed=_SEED,
+                               with_validation=False)
+    state = process.next(state, inputs).state
+    if round_num in checkpoints:
+      samples[round_num] = _rss_mb()
+  growth = samples[checkpoints[-1]] - samples[10]
+  print(f'memory: {dict(samples)} MB', flush=True)
+  lines += [
+      f'## 3. Memory over {FLAGS.memory_rounds} rounds of FedAvg', '',
+      'Resident memory (MB) of this process plus the TFF worker after the '
+      f'round, model `mlp`, fixed cohort of {FLAGS.clients_per_round}. '
+      f'Growth from round 10 to {checkpoints[-1]}: {growth:+.0f} MB.', '',
+      common.markdown_table(['round', 'RSS (MB)'],
+                            [(r, f'{mb:.0f}') for r, mb in samples.items()]),
+      '']
+
+
+def _section_population(source, lines: list[str]) -> None:
+  model_spec = spec_lib.ModelSpec('mlp', tuple(source.train.x.shape[1:]),
+                                  source.num_classes, _SEED)
+  process = None
+  rows = []
+  for size in [int(s) for s in FLAGS.population_sizes]:
+    parts = _population_partition(len(source.train.y), size,
+                                  FLAGS.population_client_size)
+    data = federated.build_federated_data(source.train, parts,
+                                          source.num_classes,
+                                          validation_fraction=0.0, seed=_SEED)
+    if process is None:  # One process serves every population size.
+      process, _ = _build('fedavg', model_spec, _context(data, source))
+    _, median = _run_rounds(process, data, _selector('fedavg', size),
+                            FLAGS.rounds)
+    rows.append((size, f'{median:.3f}'))
+    print(f'population {size}: {median:.3f} s/round', flush=True)
+  first, last = float(rows[0][1]), float(rows[-1][1])
+  lines += [
+      '## 4. Seconds per round as the population grows', '',
+      f'Model `mlp`, {FLAGS.clients_per_round} clients per round, each client '
+      f'{FLAGS.population_client_size} examples; median of rounds 2..'
+      f'{FLAGS.rounds}. Largest / smallest population: {last / first:.2f}x.',
+      '', common.markdown_table(['clients', 'median s/round'], rows), '']
+
+
+def _section_workers(lines: list[str]) -> None:
+  try:
+    remote_speed = importlib.import_module('bench.remote_speed')
+  except ModuleNotFoundError:
+    lines += ['## 5. Local workers', '', 'bench.remote_speed is not present.',
+              '']
+    return
+  lines += ['## 5. Seconds per round with 1 vs. 2 local TFF workers', '',
+            remote_speed.markdown_section(FLAGS.rounds), '']
+
+
+def main(argv):
+  del argv
+  start = time.time()
+  runtime.set_local_execution_context()
+  source = _source()
+  lines = []
+  _section_floor_and_methods(source, lines)
+  _section_memory(source, lines)
+  _section_population(source, lines)
+  _section_workers(lines)
+  command = 'python -m bench.speed ' + ' '.join(
+      f'--{name}={FLAGS[name].value if not isinstance(FLAGS[name].value, list) else ",".join(FLAGS[name].value)}'
+      for name in ('model', 'rounds', 'memory_rounds')
+      if FLAGS[name].present)
+  common.write_result(
+      FLAGS.output, 'Simulation speed', command.strip(),
+      f'TFF {tff.__version__}, TensorFlow {tf.__version__}, '
+      f'{os.cpu_count()} CPU cores.',
+      '\n'.join(lines), elapsed_s=time.time() - start)
+
+
+if __name__ == '__main__':
+  app.run(main)
