@@ -7,7 +7,8 @@ is the same for every task.
 An --output_dir belongs to one experiment: `flags.txt` there records every
 flag (`python -m <task> --flagfile=DIR/flags.txt` reruns it), and a later
 run in the same directory must use the same flags but for --rounds, --resume,
---quiet, --output_dir, --checkpoint_every and --max_concurrent_clients.
+--quiet, --output_dir, --checkpoint_every, --max_concurrent_clients and
+--workers.
 --resume continues the run from its latest checkpoint.
 """
 
@@ -33,6 +34,7 @@ from tff_imbalance.data import federated
 from tff_imbalance.data import stats
 from tff_imbalance.learning import registry
 from tff_imbalance.learning import selection
+from tff_imbalance.learning.algorithms import local_only
 from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
 
@@ -40,10 +42,11 @@ FLAGS = flags.FLAGS
 
 # Flags that may differ between a run and its resumption or rerun in the same
 # --output_dir: they extend a run or change how it is watched and stored, not
-# what it computes (the worker's concurrency does not change the results).
+# what it computes (the worker's concurrency does not change the results;
+# remote workers change only the order of float sums, tests/test_remote.py).
 _FLAGS_FREE_IN_ONE_RUN = frozenset({
     'rounds', 'resume', 'quiet', 'output_dir', 'checkpoint_every',
-    'max_concurrent_clients'})
+    'max_concurrent_clients', 'workers'})
 # Modules whose flags are infrastructure (logging, test runners), not ours.
 _FOREIGN_FLAG_MODULES = ('absl.', 'tensorflow.', 'tensorflow_federated.')
 FLAGS_FILE = 'flags.txt'
@@ -96,7 +99,93 @@ flags.DEFINE_bool('resume', False,
                   'checkpoint (same flags; --rounds may grow).')
 flags.DEFINE_integer('max_concurrent_clients', None,
                      'Clients the TFF worker trains at once (default: cores).')
+flags.DEFINE_list('workers', None,
+                  'host:port of TFF workers (python -m tff_imbalance.worker '
+                  '--port=N) that share each round\'s clients; default: one '
+                  'local worker. Insecure gRPC: loopback or a private network '
+                  'only.')
 flags.DEFINE_bool('quiet', False, 'No per-round lines.')
+
+# Ratio Loss and the composition monitor (002).
+flags.DEFINE_integer('aux_per_class', 32,
+                     'Server auxiliary data: examples per class taken from the '
+                     'training pool before the imbalance profile and held out '
+                     'of every client, for every algorithm (002 sec 4.1); 0: '
+                     'none (then --algo=ratio and --monitor are refused).')
+flags.DEFINE_bool('monitor', False,
+                  'Run the composition monitor (002 sec 3.2) beside any '
+                  'algorithm as a pure diagnostic; --algo=ratio always runs '
+                  'it.')
+flags.DEFINE_float('ratio_alpha', 1.0, 'Ratio Loss alpha (002 eq. 10), > 0.')
+flags.DEFINE_float('ratio_beta', 0.1, 'Ratio Loss beta (002 eq. 10), >= 0.')
+flags.DEFINE_float('ratio_threshold', 1.25,
+                   'Monitor filter threshold T_Ra (002 eq. 7).')
+flags.DEFINE_integer('ratio_start_round', 1,
+                     'First round (1-based) with Ratio Loss weights; plain CE '
+                     'before (002 Table 1, detection stage).')
+flags.DEFINE_enum('ratio_weighting', 'per_example', ['per_example', 'as_coded'],
+                  'per_example: each example weighted by its class (002 eq. '
+                  '11); as_coded: the reference code\'s batch-mean weight '
+                  'times CE (NOTES.md sec. 2).')
+
+# CLIMB (Shen et al. 2022) and Balanced Softmax (Ren et al. 2020).
+flags.DEFINE_float('climb_epsilon', 0.01,
+                   'CLIMB constraint tolerance epsilon >= 0 (004 app. C.2: '
+                   '0.01 MNIST-LT, 0.1 CIFAR).')
+flags.DEFINE_float('climb_dual_lr', 2.0,
+                   'CLIMB dual step size eta_D > 0 (004 app. C.2: 2.0 '
+                   'MNIST-LT, 0.1 CIFAR).')
+flags.DEFINE_float('climb_max_dual', 100.0,
+                   'CLIMB upper clip of every dual variable (> 0).')
+flags.DEFINE_enum('balanced_softmax_prior', 'local', ['local', 'global'],
+                  'balanced_softmax: log prior from each client\'s own label '
+                  'counts (FedETF) or from the global training counts '
+                  '(BalanceFL\'s centralized baseline).')
+
+# BalanceFL (Shuai et al. 2022, 003): --algo=balancefl with every switch on is
+# the paper's method; each switch removes one component (003 table 4).
+flags.DEFINE_bool('balancefl_kd', True,
+                  'BalanceFL knowledge inheritance: distil the received model '
+                  'on absent classes, CE on activated classes (003 eqs. 3-4, '
+                  '8); off: plain CE.')
+flags.DEFINE_bool('balancefl_balanced_sampling', True,
+                  'BalanceFL class-balanced sampling over activated classes '
+                  '(003 eq. 5, gamma=0).')
+flags.DEFINE_bool('balancefl_feature_aug', True,
+                  'BalanceFL feature-space augmentation (003 eqs. 6-7).')
+flags.DEFINE_bool('balancefl_smooth', True,
+                  'BalanceFL smooth regulariser on activated classes (003 '
+                  'eq. 9).')
+flags.DEFINE_float('balancefl_temperature', 2.0,
+                   'BalanceFL distillation temperature T > 0 (003: 2).')
+flags.DEFINE_float('balancefl_smooth_weight', 0.128,
+                   'BalanceFL lambda_1 >= 0 on the batch-mean negative '
+                   'entropy (reference code: 0.002 x batch sum at batch 64).')
+flags.DEFINE_enum('balancefl_absent', 'client', ['client', 'batch'],
+                  'BalanceFL absent classes: per client (the paper) or per '
+                  'mini-batch (the reference code).')
+
+# RedGrape (Yang et al. 2024, 004): --algo=redgrape.
+flags.DEFINE_float('redgrape_lambda', 0.1,
+                   'RedGrape re-balancing strength lambda >= 0 (004 eq. 13); '
+                   '0 is FedAvg with a two-stream head.')
+flags.DEFINE_integer('redgrape_threshold', 8,
+                     'RedGrape T >= 1: a class enters the local balanced set '
+                     'with T random samples when the client holds at least T '
+                     '(004 eq. 9).')
+
+# CReFF (Shang et al. 2022): --algo=creff (defaults: 004 appendix C.2).
+flags.DEFINE_integer('creff_features_per_class', 100,
+                     'CReFF federated features per class (>= 1).')
+flags.DEFINE_integer('creff_match_steps', 100,
+                     'CReFF gradient-matching steps per round (>= 1).')
+flags.DEFINE_float('creff_feature_lr', 0.1,
+                   'CReFF learning rate of the federated features (> 0).')
+flags.DEFINE_integer('creff_retrain_steps', 300,
+                     'CReFF classifier re-training steps per round (>= 1).')
+flags.DEFINE_float('creff_retrain_lr', None,
+                   'CReFF classifier re-training learning rate (> 0; '
+                   'default: --client_lr, as 004 appendix C.2).')
 
 
 def exit_on_user_error(main: Callable[[Sequence[str]], None]):
@@ -198,7 +287,10 @@ def _check_same_experiment(output_dir: str) -> None:
   holds_results = os.path.exists(
       os.path.join(output_dir, runner.METRICS_FILE)) or bool(
           checkpointing.saved_rounds(
-              os.path.join(output_dir, runner.CHECKPOINT_DIR)))
+              os.path.join(output_dir, runner.CHECKPOINT_DIR))) or (
+                  # --algo=local keeps its rounds under clients/.
+                  os.path.isdir(os.path.join(output_dir,
+                                             local_only.CLIENTS_DIR)))
   # flags.txt alone is a run that stopped before its first round (bad input,
   # a crash while building): nothing to protect.
   if not (os.path.exists(path) and holds_results):
@@ -306,12 +398,18 @@ def run_experiment(source: arrays.SourceData,
       validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed,
       client_ids=client_ids)
   train_counts = stats.class_counts(data.train_labels(), num_classes)
+  clients_per_round = FLAGS.clients_per_round
+  if FLAGS.algo in registry.POOLED_DATA_ALGORITHMS:
+    data = data.pooled()
+  if FLAGS.algo in (registry.POOLED_DATA_ALGORITHMS |
+                    registry.LOCAL_ONLY_ALGORITHMS):
+    clients_per_round = 1  # One model trained on one (virtual) client's data.
   if FLAGS.algo in registry.PSI_SELECTION_ALGORITHMS:
     selector = selection.PsiSelector(data.num_clients, FLAGS.clients_per_round,
                                      FLAGS.psi, FLAGS.seed)
   else:
     selector = selection.UniformSelector(data.num_clients,
-                                         FLAGS.clients_per_round, FLAGS.seed)
+                                         clients_per_round, FLAGS.seed)
   algorithm_config = _algorithm_config()
   context = registry.TaskContext(
       num_classes=num_classes, num_clients=data.num_clients,
@@ -319,7 +417,10 @@ def run_experiment(source: arrays.SourceData,
   model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
                                   num_classes, FLAGS.seed)
   minority = _minority_classes(num_classes)
-  runtime.set_local_execution_context(FLAGS.max_concurrent_clients)
+  if FLAGS.workers:
+    runtime.set_remote_execution_context(FLAGS.workers)
+  else:
+    runtime.set_local_execution_context(FLAGS.max_concurrent_clients)
   process = registry.build_process(FLAGS.algo, model_spec, algorithm_config,
                                    context)
   evaluator = runner.Evaluator(model_spec, source.test, train_counts,
@@ -328,11 +429,15 @@ def run_experiment(source: arrays.SourceData,
       data.train_labels(), data.client_train_partition(), num_classes)
   if FLAGS.output_dir is not None:
     _record_flags(FLAGS.output_dir)
-  summary = runner.run(
-      process, data, selector, evaluator, config,
-      extra_summary=dict(algo=FLAGS.algo, model=FLAGS.model, seed=FLAGS.seed,
-                         train_class_counts=train_counts.tolist(),
-                         partition=partition_stats, data=data_summary or {}))
+  extra_summary = dict(algo=FLAGS.algo, model=FLAGS.model, seed=FLAGS.seed,
+                       train_class_counts=train_counts.tolist(),
+                       partition=partition_stats, data=data_summary or {})
+  if FLAGS.algo in registry.LOCAL_ONLY_ALGORITHMS:
+    summary = local_only.run_each_client(process, data, evaluator, config,
+                                         extra_summary=extra_summary)
+  else:
+    summary = runner.run(process, data, selector, evaluator, config,
+                         extra_summary=extra_summary)
   print(evaluation.per_class_table(summary, train_counts, source.class_names))
   if FLAGS.output_dir is not None:
     print(f'wrote {os.path.join(FLAGS.output_dir, "summary.json")}')

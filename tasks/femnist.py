@@ -9,10 +9,10 @@ Sources: LEAF JSON (`--source=leaf --data_dir=...`, LEAF's `train/` and
 
 from absl import app
 from absl import flags
-import numpy as np
 
 from tasks import common
 from tff_imbalance import errors
+from tff_imbalance.data import auxiliary
 from tff_imbalance.data import partition
 from tff_imbalance.data import profiles
 from tff_imbalance.data.sources import registry as sources
@@ -65,19 +65,23 @@ def _load():
 def main(argv):
   del argv
   source = _load()
-  kept = np.arange(len(source.train))
+  # The server's auxiliary examples leave the pool before the profile.
+  aux = auxiliary.hold_out(source.train.y, source.num_classes,
+                           FLAGS.aux_per_class, FLAGS.seed)
+  kept = aux.remaining
   if FLAGS.profile == 'unbalanced':
-    kept = profiles.kminority_indices(
-        source.train.y, source.num_classes,
+    kept = kept[profiles.kminority_indices(
+        source.train.y[kept], source.num_classes,
         [int(c) for c in FLAGS.minority_profile_classes], FLAGS.minority_ratio,
-        FLAGS.seed)
+        FLAGS.seed)]
   writer_ids, parts = partition.writer_partition(source.train_writer_ids[kept])
   if FLAGS.max_clients is not None and FLAGS.source == 'leaf':
     writer_ids, parts = writer_ids[:FLAGS.max_clients], parts[:FLAGS.max_clients]
   common.run_experiment(
       source, [kept[p] for p in parts], client_ids=writer_ids,
       data_summary=dict(source=FLAGS.source, profile=FLAGS.profile,
-                        num_writers=len(writer_ids)))
+                        num_writers=len(writer_ids), **aux.summary()),
+      server_data=aux.server_data(source.train))
 
 
 if __name__ == '__main__':

@@ -15,6 +15,7 @@ from absl import flags
 import numpy as np
 
 from tasks import common
+from tff_imbalance.data import auxiliary
 from tff_imbalance.data import partition
 from tff_imbalance.data import profiles
 from tff_imbalance.data import transforms
@@ -86,7 +87,11 @@ def main(argv):
                                          FLAGS.noise_std, FLAGS.seed),
         test=transforms.add_pixel_noise(source.test, FLAGS.noise_mean,
                                         FLAGS.noise_std, FLAGS.seed + 1))
-  kept = _profile_indices(source.train.y, source.num_classes)
+  # The server's auxiliary examples leave the pool before the profile.
+  aux = auxiliary.hold_out(source.train.y, source.num_classes,
+                           FLAGS.aux_per_class, FLAGS.seed)
+  kept = aux.remaining[_profile_indices(source.train.y[aux.remaining],
+                                        source.num_classes)]
   client_partition = [
       kept[part] for part in _partition(source.train.y[kept],
                                         source.num_classes)
@@ -96,7 +101,8 @@ def main(argv):
       data_summary=dict(source=FLAGS.source, profile=FLAGS.profile,
                         imbalance_ratio=FLAGS.imbalance_ratio,
                         partition=FLAGS.partition, noisy=FLAGS.noisy,
-                        num_clients=FLAGS.num_clients))
+                        num_clients=FLAGS.num_clients, **aux.summary()),
+      server_data=aux.server_data(source.train))
 
 
 if __name__ == '__main__':

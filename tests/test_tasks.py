@@ -69,6 +69,19 @@ def test_femnist_runs_on_a_tiny_leaf_directory(tmp_path):
   assert summary['data']['num_writers'] == 3
 
 
+def test_local_training_task_reports_over_writers(tmp_path):
+  """--algo=local: one model per writer, summarised over the writers."""
+  _write_leaf(tmp_path / 'leaf', ['w1', 'w2', 'w3'], np.random.default_rng(1))
+  result = _run('femnist', *TINY, f'--data_dir={tmp_path / "leaf"}',
+                '--algo=local', f'--output_dir={tmp_path / "run"}')
+  assert result.returncode == 0, result.stderr
+  summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+  assert [c['client_id'] for c in summary['local_clients']] == ['w1', 'w2',
+                                                                'w3']
+  assert 'balanced_accuracy_std' in summary
+  assert 'balanced' in result.stdout
+
+
 @pytest.mark.parametrize('task, flags, expected', [
     ('mnist_lt', ['--algo=fedbogus'], '--algo'),
     ('mnist_lt', ['--imbalance_ratio=0.5'], '--imbalance_ratio'),
@@ -80,6 +93,7 @@ def test_femnist_runs_on_a_tiny_leaf_directory(tmp_path):
     ('femnist', ['--data_dir=/nonexistent/leaf'], '/nonexistent/leaf'),
     ('mnist_lt', ['--algo=fedfocal', '--psi=1.5'], '--psi'),
     ('mnist_lt', ['--loss=focal', '--focal_gamma=-1'], '--focal_gamma'),
+    ('mnist_lt', ['--algo=climb', '--climb_dual_lr=0'], '--climb_dual_lr'),
 ])
 def test_bad_input_stops_with_one_clear_message(task, flags, expected):
   result = _run(task, *TINY, *flags)

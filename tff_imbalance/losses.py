@@ -72,6 +72,64 @@ def focal_loss(gamma: float = 2.0,
   return loss
 
 
+RATIO_WEIGHTINGS = ('per_example', 'as_coded')
+
+
+def ratio_loss(weighting: str = 'per_example') -> PerExampleLoss:
+  """Ratio Loss (002 eq. 11): (alpha + beta Ra_y) * CE, weights broadcast.
+
+  `broadcast` is the [C] vector of class weights alpha + beta Ra_i that the
+  server computed from the model the client received. 'per_example' weights
+  each example by its own class, as the paper says; 'as_coded' reproduces the
+  reference code (NOTES.md sec. 2: an (N,) by (N, 1) broadcast), whose batch
+  mean is mean_batch(w_y) * mean_batch(CE).
+
+  Args:
+    weighting: 'per_example' or 'as_coded'.
+
+  Returns:
+    A per-example loss `(labels, logits, class_weights) -> [B]`.
+
+  Raises:
+    errors.UserInputError: for another weighting.
+  """
+  if weighting not in RATIO_WEIGHTINGS:
+    raise errors.UserInputError(
+        f'--ratio_weighting must be one of {", ".join(RATIO_WEIGHTINGS)} '
+        f'(got {weighting!r}).')
+
+  def loss(labels, logits, broadcast):
+    weights = tf.gather(tf.convert_to_tensor(broadcast, tf.float32), labels)
+    if weighting == 'as_coded':
+      weights = tf.fill(tf.shape(weights), tf.reduce_mean(weights))
+    return weights * cross_entropy(labels, logits)
+
+  return loss
+
+
+def log_prior(class_counts: tf.Tensor) -> tf.Tensor:
+  """log n_c per class, zero counts replaced by 1 (log 1 = 0) as FedETF does.
+
+  The constant log N of a normalised prior is left out: softmax is invariant
+  to adding one constant to every logit.
+  """
+  counts = tf.cast(class_counts, tf.float32)
+  return tf.math.log(tf.maximum(counts, 1.0))
+
+
+def balanced_softmax(labels: tf.Tensor, logits: tf.Tensor,
+                     broadcast: Any) -> tf.Tensor:
+  """Balanced Softmax (Ren et al., NeurIPS 2020, eq. 4): -log softmax(z + log pi)_y.
+
+  `broadcast` is the [C] log prior log pi (see `log_prior`): the client's own
+  label counts (FedETF's federated form) or the global training counts
+  (BalanceFL's centralized baseline). Training with the prior added to the
+  logits makes the plain logits z estimate the balanced posterior.
+  """
+  prior = tf.convert_to_tensor(broadcast, tf.float32)
+  return cross_entropy(labels, logits + prior)
+
+
 class KerasLoss(tf.keras.losses.Loss):
   """A per-example loss as a Keras loss (batch mean), for TFF's own builders."""
 

@@ -49,6 +49,11 @@ CSV_COLUMNS = ('round', 'round_seconds', 'train_loss', 'train_accuracy',
 METRICS_FILE = 'metrics.csv'
 SUMMARY_FILE = 'summary.json'
 WEIGHTS_FILE = 'final_weights.npz'
+# A process may put extra per-round measurements (e.g. the composition
+# monitor's) under this top-level name: its scalars become metrics.csv columns
+# and TensorBoard scalars, and summary.json gets `released` with the last value
+# of each (vectors too) and the mean/min/max of each scalar over the rounds.
+RELEASED_KEY = 'released'
 TENSORBOARD_DIR = 'tensorboard'
 CHECKPOINT_DIR = 'checkpoints'
 
@@ -138,6 +143,17 @@ class Evaluator:
         minority_classes=self._minority_classes)
 
 
+def wants_client_index(
+    process: tff.learning.templates.LearningProcess) -> bool:
+  """Whether the process's client data asks for each client's population
+  index (a `federated.CLIENT_INDEX` field): the process declares its inputs,
+  the runner stays algorithm-agnostic."""
+  client_data_type = process.next.type_signature.parameter[1].member
+  return isinstance(client_data_type, tff.StructType) and any(
+      name == federated.CLIENT_INDEX
+      for name, _ in tff.structure.iter_elements(client_data_type))
+
+
 def _train_metrics(metrics: Any) -> dict[str, float]:
   """Loss, accuracy and examples from TFF's or our client-work measurements."""
   train = metrics['client_work']['train']
@@ -210,6 +226,39 @@ def _releasable(row: dict[str, Any],
   return value
 
 
+def released_scalar_names(
+    process: tff.learning.templates.LearningProcess) -> tuple[str, ...]:
+  """Names of the scalars the process releases each round (see RELEASED_KEY)."""
+  metrics = process.next.type_signature.result.metrics.member
+  if RELEASED_KEY not in tff.structure.name_list(metrics):
+    return ()
+  return tuple(name for name, value_type in tff.structure.to_elements(
+      metrics[RELEASED_KEY]) if not value_type.shape)
+
+
+def _released_values(metrics: Any) -> dict[str, Any]:
+  """A round's released measurements: scalars as floats, vectors as lists."""
+  if not metrics or RELEASED_KEY not in metrics:
+    return {}
+  return {name: np.asarray(value).tolist()
+          for name, value in metrics[RELEASED_KEY].items()}
+
+
+def _released_summary(last: dict[str, Any],
+                      rows: list[dict[str, Any]]) -> dict[str, Any]:
+  """Last value of every released measurement, and per-round scalar stats."""
+  summary = {}
+  for name, value in last.items():
+    summary[name] = dict(last=value)
+    per_round = [r[name] for r in rows if r.get(name) is not None]
+    if per_round and not isinstance(value, list):
+      summary[name].update(mean=float(np.mean(per_round)),
+                           min=float(np.min(per_round)),
+                           max=float(np.max(per_round)),
+                           rounds=len(per_round))
+  return summary
+
+
 class _MetricsWriter:
   """Releases each round to metrics.csv and TensorBoard in one directory.
 
@@ -219,13 +268,17 @@ class _MetricsWriter:
   """
 
   def __init__(self, output_dir: str,
-               resumed: Optional[checkpointing.RunState]):
+               resumed: Optional[checkpointing.RunState],
+               released_names: tuple[str, ...] = ()):
     self._csv_path = os.path.join(output_dir, METRICS_FILE)
+    self._columns = CSV_COLUMNS + released_names
+    self._released_names = released_names
     kept_rows = self._kept_rows(resumed.round_num) if resumed else []
+    self.rows = list(kept_rows)
     write_atomically(self._csv_path,
                       lambda f: self._write_rows(f, kept_rows))
     self._csv_handle = open(self._csv_path, 'a', newline='')
-    self._csv_writer = csv.DictWriter(self._csv_handle, CSV_COLUMNS,
+    self._csv_writer = csv.DictWriter(self._csv_handle, self._columns,
                                       extrasaction='ignore')
     tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIR)
     shutil.rmtree(tensorboard_dir, ignore_errors=True)
@@ -243,22 +296,25 @@ class _MetricsWriter:
     return [r for r in rows
             if isinstance(r['round'], int) and r['round'] <= last_round]
 
-  @staticmethod
-  def _write_rows(handle, rows: list[dict[str, Any]]) -> None:
-    writer = csv.DictWriter(handle, CSV_COLUMNS, extrasaction='ignore')
+  def _write_rows(self, handle, rows: list[dict[str, Any]]) -> None:
+    writer = csv.DictWriter(handle, self._columns, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(rows)
 
   def _release_to_tensorboard(self, row: dict[str, Any],
                               evaluated: Optional[dict[str, Any]]) -> None:
-    checkpointing.run_sync(self._tensorboard.release(
-        _releasable(row, evaluated), row['round']))
+    value = _releasable(row, evaluated)
+    if self._released_names:
+      value[RELEASED_KEY] = {name: row[name] for name in self._released_names
+                             if row.get(name) is not None}
+    checkpointing.run_sync(self._tensorboard.release(value, row['round']))
 
   def write(self, row: dict[str, Any],
             evaluated: Optional[dict[str, Any]]) -> None:
     """Releases one round: its CSV row and, if evaluated, its metrics."""
     self._csv_writer.writerow(row)
     self._csv_handle.flush()
+    self.rows.append(row)
     self._release_to_tensorboard(row, evaluated)
 
   def close(self) -> None:
@@ -371,7 +427,8 @@ def run(process: tff.learning.templates.LearningProcess,
   writer = None
   if config.output_dir is not None:
     writer = _MetricsWriter(config.output_dir,
-                            progress if config.resume else None)
+                            progress if config.resume else None,
+                            released_scalar_names(process))
   try:
     for round_num in range(progress.round_num + 1, config.rounds + 1):
       progress = _run_round(round_num, process, data, selector, evaluate,
@@ -384,6 +441,10 @@ def run(process: tff.learning.templates.LearningProcess,
     if writer is not None:
       writer.close()
   summary = _summary(progress.history, config, extra_summary)
+  released = _released_values(progress.measurements)
+  if released:
+    summary[RELEASED_KEY] = _released_summary(
+        released, writer.rows if writer is not None else [])
   if config.output_dir is not None:
     write_atomically(
         os.path.join(config.output_dir, SUMMARY_FILE),
@@ -405,13 +466,17 @@ def _run_round(round_num: int,
   inputs = data.round_inputs(
       client_indices, round_num=round_num, local_epochs=config.local_epochs,
       batch_size=config.batch_size, seed=config.seed,
-      with_validation=selector.needs_validation)
+      with_validation=selector.needs_validation,
+      with_client_index=wants_client_index(process))
   start = time.monotonic()
   output = process.next(progress.process_state, inputs)
   seconds = time.monotonic() - start
   row = dict(round=round_num, round_seconds=round(seconds, 4),
              **_train_metrics(output.metrics),
              clients=' '.join(str(int(k)) for k in client_indices))
+  row.update({name: value
+              for name, value in _released_values(output.metrics).items()
+              if not isinstance(value, list)})
   history = list(progress.history)
   evaluated = None
   if round_num % config.eval_every == 0 or round_num == config.rounds:

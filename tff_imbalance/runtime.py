@@ -12,6 +12,22 @@ worker we start lazily (on the first computation) and stop from an `atexit`
 hook while Python is still whole. `set_local_execution_context` chooses the
 setting that matters for speed (measured on 2 cores, see DESIGN.md):
 `max_concurrent_computation_calls` about the core count.
+
+`set_remote_execution_context` runs the same computations on workers started
+elsewhere (`python -m tff_imbalance.worker --port=N`): TFF's mergeable context
+gives each worker a share of a round's clients, merges their partial
+aggregates and finishes the round (0.87 has no other multi-machine runtime;
+the Python remote contexts were removed in 0.49/0.50). Its limits, found in
+TFF's source and checked here, are enforced with one clear message each:
+  * one aggregation per computation, i.e. no aggregate that depends on the
+    result of another aggregate in the same call
+    (`mergeable_comp_compiler.compile_to_mergeable_comp_form` refuses it);
+  * no result placed at CLIENTS: `_invoke_after_merge_in_async_pool` collects
+    the workers' shares in the order they finish, so per-client results would
+    come back shuffled (we refuse them instead of returning a wrong order);
+  * a worker that cannot be reached would be retried forever by
+    `AsyncExecutionContext.invoke` (UNAVAILABLE is "retryable"); we stop at
+    once with an error naming the worker's address.
 """
 
 import atexit
@@ -20,12 +36,14 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from absl import logging
 import grpc
 import portpicker
 import tensorflow_federated as tff
+
+from tff_imbalance import errors
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_CHANNEL_OPTIONS = (
@@ -44,6 +62,23 @@ def worker_binary_path() -> str:
   return os.path.join(os.path.dirname(tff.__file__), 'data', 'worker_binary')
 
 
+def worker_command(port: int,
+                   max_concurrent_computation_calls: int) -> list[str]:
+  """The `worker_binary` command line serving on `port`.
+
+  The binary listens on every interface (`[::]:port`, hard-coded in TFF
+  0.87's `servers.cc`; it has no flag for the address).
+  """
+  return [worker_binary_path(), f'--port={port}',
+          f'--max_concurrent_computation_calls='
+          f'{max_concurrent_computation_calls}']
+
+
+def worker_environment() -> dict[str, str]:
+  """Our environment with the worker's TensorFlow log level."""
+  return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': _WORKER_LOG_LEVEL}
+
+
 class LocalWorker:
   """One `worker_binary` child process serving on a loopback port."""
 
@@ -51,16 +86,12 @@ class LocalWorker:
     self.port = portpicker.pick_unused_port()
     self.max_concurrent_computation_calls = max_concurrent_computation_calls
     self._process: Optional[subprocess.Popen] = subprocess.Popen(
-        [
-            worker_binary_path(),
-            f'--port={self.port}',
-            f'--max_concurrent_computation_calls={max_concurrent_computation_calls}',
-        ],
+        worker_command(self.port, max_concurrent_computation_calls),
         # Never let the worker inherit our stdout: a reader of our pipe would
         # wait on it after we exit. Its stderr carries real errors; keep it.
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
-        env={**os.environ, 'TF_CPP_MIN_LOG_LEVEL': _WORKER_LOG_LEVEL},
+        env=worker_environment(),
     )
     atexit.register(self.stop)
     channel = grpc.insecure_channel(f'localhost:{self.port}',
@@ -158,3 +189,193 @@ def set_local_execution_context(
 # Replacing TFF's import-time default context drops its ServiceManager now,
 # while `subprocess` still exists, instead of at interpreter shutdown.
 set_local_execution_context()
+
+
+# How long a --workers address may take to answer before we give up on it.
+WORKER_CONNECT_TIMEOUT_SECONDS = 10.0
+_UNREACHABLE_CODES = (grpc.StatusCode.UNAVAILABLE,
+                      grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class WorkerUnavailableError(RuntimeError):
+  """A remote TFF worker stopped answering during a run."""
+
+
+class UnsupportedComputationError(ValueError):
+  """A computation that TFF's mergeable (multi-worker) context cannot run."""
+
+
+def parse_worker_addresses(addresses: Sequence[str]) -> tuple[str, ...]:
+  """Checks `host:port` strings (IPv6 hosts in brackets).
+
+  Raises:
+    errors.UserInputError: naming --workers, for an empty list, a malformed
+      or repeated address.
+  """
+  parsed = []
+  for address in addresses:
+    host, sep, port = address.strip().rpartition(':')
+    if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+      raise errors.UserInputError(
+          f'--workers holds {address!r}; write host:port (e.g. '
+          '127.0.0.1:8001,10.0.0.2:8001).')
+    parsed.append(f'{host}:{int(port)}')
+  if not parsed:
+    raise errors.UserInputError('--workers is empty; write host:port,...')
+  if len(set(parsed)) != len(parsed):
+    raise errors.UserInputError(
+        f'--workers names a worker twice ({",".join(parsed)}).')
+  return tuple(parsed)
+
+
+class _AddressedStub(tff.framework.RemoteExecutorStub):
+  """TFF's gRPC stub that turns a lost worker into one error naming it.
+
+  TFF's stub raises UNAVAILABLE as retryable, and the async context retries
+  such calls without end, so a dead worker would hang the run.
+  """
+
+  def __init__(self, address: str, channel: grpc.Channel):
+    self.address = address
+    self._stub = tff.framework.RemoteExecutorGrpcStub(channel)
+
+  def _call(self, method: str, request):
+    try:
+      return getattr(self._stub, method)(request)
+    except grpc.RpcError as e:
+      code = e.code() if isinstance(e, grpc.Call) else None
+      if code in _UNREACHABLE_CODES and method.startswith('dispose'):
+        return None  # A lost worker holds nothing left to free.
+      if code in _UNREACHABLE_CODES:
+        raise WorkerUnavailableError(
+            f'TFF worker {self.address} stopped answering ({code.name}); '
+            'restart it (python -m tff_imbalance.worker) and resume the run '
+            'with --resume.') from None
+      raise
+
+  def get_executor(self, request):
+    return self._call('get_executor', request)
+
+  def create_value(self, request):
+    return self._call('create_value', request)
+
+  def create_struct(self, request):
+    return self._call('create_struct', request)
+
+  def create_call(self, request):
+    return self._call('create_call', request)
+
+  def create_selection(self, request):
+    return self._call('create_selection', request)
+
+  def compute(self, request):
+    return self._call('compute', request)
+
+  def dispose(self, request):
+    return self._call('dispose', request)
+
+  def dispose_executor(self, request):
+    return self._call('dispose_executor', request)
+
+  @property
+  def is_ready(self) -> bool:
+    return self._stub.is_ready
+
+
+def connect_worker(address: str,
+                   timeout_seconds: Optional[float] = None
+                  ) -> tff.framework.RemoteExecutorStub:
+  """A stub for the worker at `address`, once it answers.
+
+  Args:
+    address: `host:port`.
+    timeout_seconds: how long to wait for it; default
+      `WORKER_CONNECT_TIMEOUT_SECONDS`.
+
+  Raises:
+    errors.UserInputError: naming the address, if it does not answer within
+      `timeout_seconds`.
+  """
+  if timeout_seconds is None:
+    timeout_seconds = WORKER_CONNECT_TIMEOUT_SECONDS
+  channel = grpc.insecure_channel(address, _GRPC_CHANNEL_OPTIONS)
+  try:
+    grpc.channel_ready_future(channel).result(timeout=timeout_seconds)
+  except grpc.FutureTimeoutError:
+    channel.close()
+    port = address.rpartition(':')[2]
+    raise errors.UserInputError(
+        f'--workers: no TFF worker answers at {address} (waited '
+        f'{timeout_seconds:g} s); start one there with `python -m '
+        f'tff_imbalance.worker --port={port}`, or fix the address.') from None
+  return _AddressedStub(address, channel)
+
+
+def _remote_async_context(stub: tff.framework.RemoteExecutorStub):
+  def stack_fn(cardinalities):
+    cardinalities.setdefault(tff.CLIENTS, 0)
+    executor = tff.framework.RemoteExecutor(stub)
+    executor.set_cardinalities(cardinalities)
+    return executor
+
+  return tff.framework.AsyncExecutionContext(
+      executor_fn=tff.framework.ResourceManagingExecutorFactory(
+          executor_stack_fn=stack_fn),
+      compiler_fn=tff.backends.native.desugar_and_transform_to_native,
+      transform_args=tff.tensorflow.transform_args,
+      transform_result=tff.tensorflow.transform_result,
+  )
+
+
+def _has_per_client_result(type_spec) -> bool:
+  return tff.types.contains(
+      type_spec, lambda t: isinstance(t, tff.FederatedType) and
+      t.placement == tff.CLIENTS and not t.all_equal)
+
+
+def _compile_for_workers(comp):
+  """TFF's mergeable-form compiler, with its limits stated in our words."""
+  if _has_per_client_result(comp.type_signature.result):
+    raise UnsupportedComputationError(
+        'this computation returns a value per client '
+        f'({comp.type_signature.result}); with --workers TFF 0.87 returns '
+        'per-client results in the order the workers finish, not in client '
+        'order, so such computations run only without --workers.')
+  try:
+    return tff.backends.native.compile_to_mergeable_comp_form(comp)
+  except ValueError as e:
+    raise UnsupportedComputationError(
+        'with --workers every computation may hold only one aggregation '
+        '(CLIENTS -> SERVER) that others do not depend on; TFF\'s mergeable '
+        f'compiler refused this one ({type(e).__name__}: '
+        f'{str(e).splitlines()[0][:300]}). Run it without --workers.'
+    ) from e
+
+
+def set_remote_execution_context(addresses: Sequence[str]) -> None:
+  """Makes workers at `addresses` (host:port) TFF's default context.
+
+  Each computation is split by TFF's mergeable compiler: every worker trains
+  a contiguous share of the cohort (`ceil(K / workers)` clients, in cohort
+  order) and aggregates it, the driver's process merges the partial
+  aggregates on one worker, and the rest of the round (server update) runs on
+  the merged value. The local worker, if any, is stopped.
+
+  Args:
+    addresses: `host:port` of each running worker.
+
+  Raises:
+    errors.UserInputError: for a malformed address or a worker that does not
+      answer (the message names it).
+  """
+  global _ACTIVE_WORKER
+  stubs = [connect_worker(address)
+           for address in parse_worker_addresses(addresses)]
+  if _ACTIVE_WORKER is not None:
+    _ACTIVE_WORKER.stop()
+    _ACTIVE_WORKER = None
+  tff.framework.get_context_stack().set_default_context(
+      tff.framework.MergeableCompExecutionContext(
+          [_remote_async_context(stub) for stub in stubs],
+          compiler_fn=_compile_for_workers,
+          transform_result=tff.tensorflow.transform_result))

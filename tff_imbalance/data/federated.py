@@ -20,6 +20,10 @@ from tff_imbalance.data import partition as partition_lib
 
 tff = compat.tff
 
+# The client-data key of a client's index in the population (see
+# `FederatedData.round_inputs`).
+CLIENT_INDEX = 'client_index'
+
 
 def derived_seed(*parts: int) -> int:
   """A 31-bit seed for TF ops, derived from integers (seed, round, client...)."""
@@ -70,27 +74,49 @@ class FederatedData:
 
   def round_inputs(self, client_indices: Sequence[int], *, round_num: int,
                    local_epochs: int, batch_size: int, seed: int,
-                   with_validation: bool) -> list:
+                   with_validation: bool,
+                   with_client_index: bool = False) -> list:
     """What `process.next` takes for a cohort, in cohort order.
 
-    Plain training datasets; or, `with_validation`, per client
-    `OrderedDict(train, validation, slot)` with `slot` its position in the
-    cohort as a one-element dataset (the shared client work's per-slot
-    validation reports, used by psi selection).
+    Plain training datasets; or per client `OrderedDict(train, ...)` with,
+    `with_validation`, `validation` and `slot` (its position in the cohort:
+    the shared client work's per-slot validation reports, used by psi
+    selection) and, `with_client_index`, `client_index` (its index in the
+    population, for per-client server state such as CLIMB's duals); both
+    indices are one-element int32 datasets.
     """
     inputs = []
     for slot, k in enumerate(client_indices):
       train = self.train_dataset(int(k), round_num=round_num,
                                  local_epochs=local_epochs,
                                  batch_size=batch_size, seed=seed)
-      if not with_validation:
+      if not (with_validation or with_client_index):
         inputs.append(train)
         continue
-      inputs.append(collections.OrderedDict(
-          train=train,
-          validation=self.validation_dataset(int(k), batch_size),
-          slot=tf.data.Dataset.from_tensors(np.int32(slot))))
+      client_input = collections.OrderedDict(train=train)
+      if with_validation:
+        client_input['validation'] = self.validation_dataset(int(k),
+                                                             batch_size)
+        client_input['slot'] = tf.data.Dataset.from_tensors(np.int32(slot))
+      if with_client_index:
+        client_input[CLIENT_INDEX] = tf.data.Dataset.from_tensors(np.int32(k))
+      inputs.append(client_input)
     return inputs
+
+  def pooled(self) -> 'FederatedData':
+    """One virtual client holding every client's training and validation
+    examples (centralized training on exactly the federated training set)."""
+    return dataclasses.replace(
+        self, client_ids=('pooled',),
+        train_indices=(np.concatenate(self.train_indices),),
+        validation_indices=(np.concatenate(self.validation_indices),))
+
+  def only_client(self, client_index: int) -> 'FederatedData':
+    """The population reduced to one client (local training alone)."""
+    return dataclasses.replace(
+        self, client_ids=(self.client_ids[client_index],),
+        train_indices=(self.train_indices[client_index],),
+        validation_indices=(self.validation_indices[client_index],))
 
   def validation_dataset(self, client_index: int,
                          batch_size: int) -> tf.data.Dataset:

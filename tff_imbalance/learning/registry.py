@@ -17,7 +17,14 @@ from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import losses
 from tff_imbalance.data import arrays
+from tff_imbalance.learning.algorithms import balanced_softmax
+from tff_imbalance.learning.algorithms import balancefl
+from tff_imbalance.learning.algorithms import centralized
+from tff_imbalance.learning.algorithms import climb
+from tff_imbalance.learning.algorithms import creff
 from tff_imbalance.learning.algorithms import fedavg_family
+from tff_imbalance.learning.algorithms import ratio
+from tff_imbalance.learning.algorithms import redgrape
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
@@ -42,6 +49,32 @@ class AlgorithmConfig:
     focal_alpha: focal loss alpha: one weight, or one per class.
     clients_per_round: the fixed cohort size K (psi selection's slots).
     psi: Fed-Focal's psi, the share of last round's improved clients kept.
+    local_epochs: the clients' local epochs (the monitor replays them).
+    batch_size: the clients' batch size (the monitor replays it).
+    monitor: wrap any algorithm with the composition monitor (002 sec 3.2).
+    ratio_alpha: Ratio Loss alpha (002 eq. 10).
+    ratio_beta: Ratio Loss beta (002 eq. 10).
+    ratio_threshold: the monitor's filter threshold T_Ra (002 eq. 7).
+    ratio_start_round: first round with Ratio Loss weights (002 Table 1).
+    ratio_weighting: 'per_example' (002 eq. 11) or 'as_coded' (reference).
+    climb_epsilon: CLIMB's constraint tolerance epsilon.
+    climb_dual_lr: CLIMB's dual step size eta_D.
+    climb_max_dual: CLIMB's upper clip of every dual.
+    balanced_softmax_prior: Balanced Softmax's prior, 'local' or 'global'.
+    balancefl_kd: BalanceFL knowledge inheritance (003 eqs. 3-4, 8).
+    balancefl_balanced_sampling: BalanceFL class-balanced sampling (eq. 5).
+    balancefl_feature_aug: BalanceFL feature-space augmentation (eqs. 6-7).
+    balancefl_smooth: BalanceFL smooth regulariser (eq. 9).
+    balancefl_temperature: BalanceFL distillation temperature T.
+    balancefl_smooth_weight: BalanceFL lambda_1 (eq. 10).
+    balancefl_absent: BalanceFL absent classes per 'client' or 'batch'.
+    redgrape_lambda: RedGrape's re-balancing strength lambda (004 eq. 13).
+    redgrape_threshold: RedGrape's local balanced-set threshold T (eq. 9).
+    creff_features_per_class: CReFF's federated features per class.
+    creff_match_steps: CReFF's gradient-matching steps per round.
+    creff_feature_lr: CReFF's learning rate of the federated features.
+    creff_retrain_steps: CReFF's classifier re-training steps per round.
+    creff_retrain_lr: CReFF's re-training learning rate (None: client_lr).
   """
   client_lr: float = 0.05
   client_momentum: float = 0.0
@@ -56,6 +89,38 @@ class AlgorithmConfig:
   focal_alpha: tuple[float, ...] = (1.0,)
   clients_per_round: int = 10
   psi: float = 0.8
+  # Ratio Loss and the composition monitor (002).
+  local_epochs: int = 1
+  batch_size: int = 32
+  monitor: bool = False
+  ratio_alpha: float = 1.0
+  ratio_beta: float = 0.1
+  ratio_threshold: float = 1.25
+  ratio_start_round: int = 1
+  ratio_weighting: str = 'per_example'
+  # CLIMB (Shen et al. 2022; 004 appendix C.2 defaults for MNIST-LT).
+  climb_epsilon: float = 0.01
+  climb_dual_lr: float = 2.0
+  climb_max_dual: float = 100.0
+  # Balanced Softmax (Ren et al. 2020).
+  balanced_softmax_prior: str = 'local'
+  # BalanceFL (003); every component on is the paper's method.
+  balancefl_kd: bool = True
+  balancefl_balanced_sampling: bool = True
+  balancefl_feature_aug: bool = True
+  balancefl_smooth: bool = True
+  balancefl_temperature: float = 2.0
+  balancefl_smooth_weight: float = 0.128
+  balancefl_absent: str = 'client'
+  # RedGrape (004; appendix C.2 and the reference code: lambda 0.1, T 8).
+  redgrape_lambda: float = 0.1
+  redgrape_threshold: int = 8
+  # CReFF (Shang et al. 2022; 004 appendix C.2 defaults).
+  creff_features_per_class: int = 100
+  creff_match_steps: int = 100
+  creff_feature_lr: float = 0.1
+  creff_retrain_steps: int = 300
+  creff_retrain_lr: Optional[float] = None
 
   def __post_init__(self):
     if not self.client_lr > 0:
@@ -76,6 +141,67 @@ class AlgorithmConfig:
       raise errors.UserInputError(
           f'--loss must be one of {", ".join(LOSSES)} (got {self.loss!r}).')
     self.per_example_loss()  # Validates the loss's own parameters now.
+    self._check_ratio_loss()
+    self._check_climb_and_balanced_softmax()
+    self.balancefl_options(seed=0)  # Validates BalanceFL's flags now.
+    self._check_redgrape_and_creff()
+
+  def _check_ratio_loss(self):
+    if not self.ratio_alpha > 0:
+      raise errors.UserInputError(
+          f'--ratio_alpha must be > 0 (got {self.ratio_alpha}).')
+    if not self.ratio_beta >= 0:
+      raise errors.UserInputError(
+          f'--ratio_beta must be >= 0 (got {self.ratio_beta}).')
+    if not self.ratio_threshold > 0:
+      raise errors.UserInputError(
+          f'--ratio_threshold must be > 0 (got {self.ratio_threshold}).')
+    if self.ratio_start_round < 1:
+      raise errors.UserInputError(
+          f'--ratio_start_round must be >= 1 (got {self.ratio_start_round}); '
+          '1 re-weights from the first round.')
+    losses.ratio_loss(self.ratio_weighting)  # Validates the weighting.
+
+  def _check_climb_and_balanced_softmax(self):
+    if not self.climb_epsilon >= 0:
+      raise errors.UserInputError(
+          f'--climb_epsilon must be >= 0 (got {self.climb_epsilon}).')
+    for name in ('climb_dual_lr', 'climb_max_dual'):
+      if not getattr(self, name) > 0:
+        raise errors.UserInputError(
+            f'--{name} must be > 0 (got {getattr(self, name)}).')
+    if self.balanced_softmax_prior not in balanced_softmax.PRIORS:
+      raise errors.UserInputError(
+          f'--balanced_softmax_prior must be one of '
+          f'{", ".join(balanced_softmax.PRIORS)} (got '
+          f'{self.balanced_softmax_prior!r}).')
+
+  def _check_redgrape_and_creff(self):
+    if not self.redgrape_lambda >= 0:
+      raise errors.UserInputError(
+          f'--redgrape_lambda must be >= 0 (got {self.redgrape_lambda}).')
+    for name in ('redgrape_threshold', 'creff_features_per_class',
+                 'creff_match_steps', 'creff_retrain_steps'):
+      if getattr(self, name) < 1:
+        raise errors.UserInputError(
+            f'--{name} must be >= 1 (got {getattr(self, name)}).')
+    if not self.creff_feature_lr > 0:
+      raise errors.UserInputError(
+          f'--creff_feature_lr must be > 0 (got {self.creff_feature_lr}).')
+    if self.creff_retrain_lr is not None and not self.creff_retrain_lr > 0:
+      raise errors.UserInputError(
+          f'--creff_retrain_lr must be > 0 (got {self.creff_retrain_lr}); '
+          'leave it unset to use --client_lr.')
+
+  def balancefl_options(self, seed: int) -> balancefl.BalanceFLOptions:
+    return balancefl.BalanceFLOptions(
+        knowledge_inheritance=self.balancefl_kd,
+        balanced_sampling=self.balancefl_balanced_sampling,
+        feature_augmentation=self.balancefl_feature_aug,
+        smooth_regularization=self.balancefl_smooth,
+        temperature=self.balancefl_temperature,
+        smooth_weight=self.balancefl_smooth_weight,
+        absent=self.balancefl_absent, batch_size=self.batch_size, seed=seed)
 
   def per_example_loss(self) -> losses.PerExampleLoss:
     if self.loss == 'focal':
@@ -169,17 +295,101 @@ def _fedprox(model_spec, config, context):
                                      loss=config.per_example_loss())
 
 
+def _ratio(model_spec, config, context):
+  """Ratio Loss with the composition monitor (002 secs 3.2-3.3)."""
+  ratio.check_aux_data(context.aux_data, '--algo=ratio')
+  return ratio.build_ratio_loss(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      context.aux_data, local_epochs=config.local_epochs,
+      batch_size=config.batch_size, alpha=config.ratio_alpha,
+      beta=config.ratio_beta, threshold=config.ratio_threshold,
+      start_round=config.ratio_start_round, weighting=config.ratio_weighting)
+
+
+def _climb(model_spec, config, context):
+  """CLIMB (Shen et al. 2022): client re-weighting by per-client duals."""
+  return climb.build_climb(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      context.num_clients, epsilon=config.climb_epsilon,
+      dual_lr=config.climb_dual_lr, max_dual=config.climb_max_dual,
+      loss=config.per_example_loss())
+
+
+def _balanced_softmax(model_spec, config, context):
+  """Balanced Softmax (Ren et al. 2020) on FedAvg, local or global prior."""
+  return balanced_softmax.build_balanced_softmax(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      prior=config.balanced_softmax_prior,
+      train_class_counts=context.train_class_counts,
+      local_epochs=config.local_epochs)
+
+
+def _balancefl(model_spec, config, context):
+  """BalanceFL (003): self-balancing local updates on FedAvg."""
+  del context  # Unused.
+  return balancefl.build_balancefl(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      config.balancefl_options(seed=model_spec.seed))
+
+
+def _centralized(model_spec, config, context):
+  """One model trained on one client's data: the pool, or (local) each own."""
+  del context  # Unused.
+  return centralized.build_centralized(model_spec, config.client_optimizer(),
+                                       loss=config.per_example_loss())
+
+
+def _redgrape(model_spec, config, context):
+  """RedGrape (004): two-stream head, classifier re-balancing (Alg. 1)."""
+  del context  # Unused.
+  return redgrape.build_redgrape(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      learning_rate=config.client_lr,
+      rebalance_strength=config.redgrape_lambda,
+      threshold=config.redgrape_threshold, local_epochs=config.local_epochs)
+
+
+def _creff(model_spec, config, context):
+  """CReFF (Shang et al. 2022): classifier re-trained on federated features."""
+  del context  # Unused.
+  return creff.build_creff(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      creff.CReFFOptions(
+          features_per_class=config.creff_features_per_class,
+          match_steps=config.creff_match_steps,
+          feature_lr=config.creff_feature_lr,
+          retrain_steps=config.creff_retrain_steps,
+          retrain_lr=(config.client_lr if config.creff_retrain_lr is None
+                      else config.creff_retrain_lr),
+          seed=model_spec.seed))
+
+
 ALGORITHMS: dict[str, Builder] = {
     'fedavg': _fedavg,
     'fedavgm': _fedavgm,
     'fedadam': _fedadam,
     'fedprox': _fedprox,
     'fedfocal': _fedfocal,
+    'ratio': _ratio,
+    'climb': _climb,
+    'balanced_softmax': _balanced_softmax,
+    'centralized': _centralized,
+    'local': _centralized,
+    'balancefl': _balancefl,
+    'redgrape': _redgrape,
+    'creff': _creff,
 }
 
 # Algorithms whose clients report per-slot validation losses and whose cohorts
 # come from `selection.PsiSelector`.
 PSI_SELECTION_ALGORITHMS = frozenset({'fedfocal'})
+# Algorithms that run the composition monitor themselves (--monitor is moot).
+MONITORED_ALGORITHMS = frozenset({'ratio'})
+# Reference rows, not federated: `centralized` trains on every client's data
+# pooled into one virtual client (`FederatedData.pooled`); `local` trains one
+# model per client on its own data (`local_only.run_each_client`).
+POOLED_DATA_ALGORITHMS = frozenset({'centralized'})
+LOCAL_ONLY_ALGORITHMS = frozenset({'local'})
 
 
 def algorithm_names() -> tuple[str, ...]:
@@ -198,4 +408,13 @@ def build_process(name: str, model_spec: spec_lib.ModelSpec,
     raise errors.UserInputError(
         f'--algo must be one of {", ".join(algorithm_names())} '
         f'(got {name!r}).')
-  return ALGORITHMS[name](model_spec, config, context)
+  watch = config.monitor and name not in MONITORED_ALGORITHMS
+  if watch:
+    ratio.check_aux_data(context.aux_data, '--monitor')
+  process = ALGORITHMS[name](model_spec, config, context)
+  if watch:
+    process = ratio.build_monitored(
+        process, model_spec, config.client_optimizer(), context.aux_data,
+        local_epochs=config.local_epochs, batch_size=config.batch_size,
+        threshold=config.ratio_threshold)
+  return process

@@ -11,7 +11,11 @@ Written once, parameterised by what algorithms change (TFF's own pattern in
   each round (class weights, prototypes, priors), an extra per-client report
   computed on device, aggregated inside this client work by an embedded
   `tff.templates.AggregationProcess` (pattern A of DESIGN.md, as TFF's MIME
-  does) and folded back into the broadcast state for the next round.
+  does) and folded back into the broadcast state for the next round;
+* for objectives that need more than labels and logits (BalanceFL), the
+  extension may ask for a frozen teacher copy of the received model, a
+  per-client `prepare_training` step (resample the dataset, compute per-client
+  tensors) and a `batch_loss` that replaces the per-example loss in training.
 
 Every client also reports its label histogram, summed over the round's cohort:
 the true class composition of the round's training data, which the
@@ -24,6 +28,12 @@ received and under the model it sends back, as one-hot vectors over the K
 slots; summed over the cohort they become per-slot vectors in the process's
 measurements, which is how psi client selection (Fed-Focal, 000 eqs. 7-13)
 learns which clients improved, computed inside the TFF computation.
+
+An extension may also localise the broadcast on each client before training
+(Balanced Softmax's local prior from the client's own counts), ask for each
+client's population index with its data (CLIMB's per-client duals: the index
+selects the client's dual and the slot of its report), report on the received
+model before training, and rescale the client's aggregation weight.
 
 The local loop iterates `for batch in iter(dataset)` inside a `tf.function`
 (TFF's DATASET_ITERATOR loop), measured ~1.7x faster than `dataset.reduce` on
@@ -59,12 +69,53 @@ class ClientWorkExtension:
       (default: sum).
     update_broadcast: optional TF function `(broadcast, aggregated_report) ->
       new broadcast`, run on the server after aggregation.
+    localize_broadcast: optional `(broadcast, dataset) -> client broadcast`,
+      run on each client before local training: what the loss and the report
+      then see (e.g. a prior from the client's own label counts).
+    with_client_index: whether each client's data also carries its index k in
+      the population (`OrderedDict(train=..., client_index=...)`, a
+      one-element int32 dataset; the runner supplies it when the process's
+      client data type asks for it); `client_report` and `update_weight` then
+      get `client_index=k` as a keyword argument.
+    report_before_training: run `client_report` on the received model before
+      local training instead of on the trained model after it.
+    update_weight: optional `(weight, broadcast[, client_index]) -> weight`
+      rescaling the client's aggregation weight (its example count, or 0
+      for a non-finite update).
+    with_teacher: whether each client also builds a frozen copy of the model
+      it received (a teacher, e.g. BalanceFL's knowledge inheritance); the two
+      hooks below get it as `teacher` (None otherwise).
+    prepare_training: optional `(model, teacher, dataset, broadcast[,
+      client_index]) -> (dataset, label_counts, context)`, run on each client
+      after `localize_broadcast` with the received weights: the dataset to
+      train on (e.g. class-balanced resampling), the client's true [C] int64
+      label counts (reported instead of the counts of the resampled batches)
+      and per-client tensors `batch_loss` reads (e.g. a feature covariance).
+    batch_loss: optional `(model, teacher, batch, broadcast, context,
+      examples_seen) -> (per-example loss [B], logits [B, C])`, replacing
+      `loss(batch['y'], model(batch['x']), broadcast)` in local training when
+      the objective needs more than labels and logits (teacher outputs,
+      features); `examples_seen` (int64, examples before this batch) makes
+      per-step stateless randomness distinct. Validation losses still use
+      `loss`.
+    after_step: optional `(model, gradients, broadcast, context) -> None`,
+      run after every local optimizer step with the gradients that step
+      applied (aligned with `model.trainable_variables`): a further update of
+      some variables (e.g. RedGrape's classifier re-balancing step, 004
+      eq. 13).
   """
   initial_broadcast: Callable[[], Any]
-  client_report: Optional[Callable[[tf.keras.Model, tf.data.Dataset, Any],
-                                   Any]] = None
+  client_report: Optional[Callable[..., Any]] = None
   report_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None
   update_broadcast: Optional[Callable[[Any, Any], Any]] = None
+  localize_broadcast: Optional[Callable[[Any, tf.data.Dataset], Any]] = None
+  with_client_index: bool = False
+  report_before_training: bool = False
+  update_weight: Optional[Callable[..., tf.Tensor]] = None
+  with_teacher: bool = False
+  prepare_training: Optional[Callable[..., Any]] = None
+  batch_loss: Optional[Callable[..., Any]] = None
+  after_step: Optional[Callable[..., None]] = None
 
 
 def _no_extension() -> ClientWorkExtension:
@@ -72,36 +123,63 @@ def _no_extension() -> ClientWorkExtension:
   return ClientWorkExtension(initial_broadcast=lambda: np.zeros([], np.float32))
 
 
+def _one_element(dataset: tf.data.Dataset) -> tf.Tensor:
+  """The value of a one-element int32 dataset (client data are sequences)."""
+  return dataset.reduce(tf.constant(0, tf.int32), lambda total, k: total + k)
+
+
+def evaluate_mean_loss(model: tf.keras.Model, loss: losses.PerExampleLoss,
+                       dataset: tf.data.Dataset, broadcast: Any) -> tf.Tensor:
+  """Mean per-example loss of `model` (inference mode) over `dataset`."""
+  total, count = tf.constant(0.0), tf.constant(0.0)
+  for batch in iter(dataset):
+    per_example = loss(batch['y'], model(batch['x'], training=False),
+                       broadcast)
+    total += tf.reduce_sum(per_example)
+    count += tf.cast(tf.size(per_example), tf.float32)
+  return tf.math.divide_no_nan(total, count)
+
+
 def _build_local_update(model: tf.keras.Model,
                         optimizer: tff.learning.optimizers.Optimizer,
                         loss: losses.PerExampleLoss, proximal_strength: float,
                         num_classes: int,
                         extension: ClientWorkExtension,
-                        validation_slots: Optional[int]):
+                        validation_slots: Optional[int],
+                        teacher: Optional[tf.keras.Model] = None):
   """The client's tf.function: local epochs over `dataset`, then the report."""
   model_weights = tff.learning.models.ModelWeights.from_model(model)
+  teacher_weights = (None if teacher is None else
+                     tff.learning.models.ModelWeights.from_model(teacher))
 
   def mean_loss(dataset, broadcast):
-    total, count = tf.constant(0.0), tf.constant(0.0)
-    for batch in iter(dataset):
-      per_example = loss(batch['y'], model(batch['x'], training=False),
-                         broadcast)
-      total += tf.reduce_sum(per_example)
-      count += tf.cast(tf.size(per_example), tf.float32)
-    return tf.math.divide_no_nan(total, count)
+    return evaluate_mean_loss(model, loss, dataset, broadcast)
 
   @tf.function
   def local_update(initial_weights, data, broadcast):
     tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
                           initial_weights)
+    if teacher_weights is not None:
+      tf.nest.map_structure(lambda v, t: v.assign(t), teacher_weights,
+                            initial_weights)
+    structured = bool(validation_slots) or extension.with_client_index
+    dataset = data['train'] if structured else data
+    index_kwargs = {}
+    if extension.with_client_index:
+      index_kwargs['client_index'] = _one_element(data['client_index'])
+    if extension.localize_broadcast is not None:
+      broadcast = extension.localize_broadcast(broadcast, dataset)
     if validation_slots:
-      dataset = data['train']
-      slot_index = data['slot'].reduce(tf.constant(0, tf.int32),
-                                       lambda total, k: total + k)
-      slot = tf.one_hot(slot_index, validation_slots, dtype=tf.float32)
+      slot = tf.one_hot(_one_element(data['slot']), validation_slots,
+                        dtype=tf.float32)
       validation_loss_before = mean_loss(data['validation'], broadcast)
-    else:
-      dataset = data
+    if extension.client_report is not None and extension.report_before_training:
+      extension_report = extension.client_report(model, dataset, broadcast,
+                                                 **index_kwargs)
+    train_dataset, true_label_counts, context = dataset, None, ()
+    if extension.prepare_training is not None:
+      train_dataset, true_label_counts, context = extension.prepare_training(
+          model, teacher, dataset, broadcast, **index_kwargs)
     trainable = tuple(model_weights.trainable)
     anchor = tuple(tf.identity(t) for t in initial_weights.trainable)
     optimizer_state = optimizer.initialize(
@@ -110,10 +188,15 @@ def _build_local_update(model: tf.keras.Model,
     num_correct = tf.constant(0, tf.int64)
     num_examples = tf.constant(0, tf.int64)
     label_counts = tf.zeros([num_classes], tf.int64)
-    for batch in iter(dataset):
+    for batch in iter(train_dataset):
       with tf.GradientTape() as tape:
-        logits = model(batch['x'], training=True)
-        batch_loss = tf.reduce_mean(loss(batch['y'], logits, broadcast))
+        if extension.batch_loss is None:
+          logits = model(batch['x'], training=True)
+          per_example_loss = loss(batch['y'], logits, broadcast)
+        else:
+          per_example_loss, logits = extension.batch_loss(
+              model, teacher, batch, broadcast, context, num_examples)
+        batch_loss = tf.reduce_mean(per_example_loss)
       gradients = tape.gradient(batch_loss, trainable)
       if proximal_strength:
         gradients = tuple(
@@ -124,6 +207,8 @@ def _build_local_update(model: tf.keras.Model,
           gradients)
       for variable, value in zip(trainable, new_weights):
         variable.assign(value)
+      if extension.after_step is not None:
+        extension.after_step(model, gradients, broadcast, context)
       batch_size = tf.shape(batch['y'], out_type=tf.int64)[0]
       loss_sum += batch_loss * tf.cast(batch_size, tf.float32)
       predictions = tf.argmax(logits, axis=-1, output_type=tf.int64)
@@ -132,6 +217,8 @@ def _build_local_update(model: tf.keras.Model,
       num_examples += batch_size
       label_counts += tf.reduce_sum(
           tf.one_hot(batch['y'], num_classes, dtype=tf.int64), axis=0)
+    if true_label_counts is not None:
+      label_counts = true_label_counts
 
     delta = tf.nest.map_structure(tf.subtract, list(initial_weights.trainable),
                                   list(model_weights.trainable))
@@ -140,6 +227,9 @@ def _build_local_update(model: tf.keras.Model,
     delta = tf.nest.map_structure(
         lambda d: tf.where(finite, d, tf.zeros_like(d)), delta)
     update_weight = tf.where(finite, tf.cast(num_examples, tf.float32), 0.0)
+    if extension.update_weight is not None:
+      update_weight = extension.update_weight(update_weight, broadcast,
+                                              **index_kwargs)
     train_sums = collections.OrderedDict(
         loss_sum=loss_sum, num_correct=num_correct, num_examples=num_examples)
     report = collections.OrderedDict(label_counts=label_counts)
@@ -148,11 +238,48 @@ def _build_local_update(model: tf.keras.Model,
       report['validation_loss_after'] = slot * mean_loss(data['validation'],
                                                          broadcast)
     if extension.client_report is not None:
-      report['extension'] = extension.client_report(model, dataset, broadcast)
+      if not extension.report_before_training:
+        extension_report = extension.client_report(model, dataset, broadcast,
+                                                   **index_kwargs)
+      report['extension'] = extension_report
     return (tff.learning.templates.ClientResult(
         update=delta, update_weight=update_weight), train_sums, report)
 
   return local_update
+
+
+def build_local_trainer(model: tf.keras.Model,
+                        optimizer: tff.learning.optimizers.Optimizer,
+                        num_classes: int,
+                        loss: losses.PerExampleLoss = losses.cross_entropy):
+  """The same local loop for a client simulated on the server.
+
+  The composition monitor (`learning/monitor.py`, 002 sec 3.2) trains the
+  received global model on each class's auxiliary data exactly as a client
+  would train on its own; this exposes the loop without a client work around
+  it, so that no copy of it exists.
+
+  Args:
+    model: the Keras model whose variables the loop trains (built inside the
+      calling TFF computation).
+    optimizer: the local optimizer.
+    num_classes: number of classes C.
+    loss: the per-example loss (no broadcast state).
+
+  Returns:
+    A function `train(initial_weights, dataset) -> list of tensors`, the model
+    delta w^t - w_trained of the trainable weights, for use inside a
+    `tf.function`.
+  """
+  local_update = _build_local_update(model, optimizer, loss, 0.0, num_classes,
+                                     _no_extension(), None)
+
+  def train(initial_weights, dataset):
+    client_result, _, _ = local_update(initial_weights, dataset,
+                                       tf.constant(0.0))
+    return client_result.update
+
+  return train
 
 
 def build_local_training_client_work(
@@ -187,11 +314,14 @@ def build_local_training_client_work(
   extension = extension or _no_extension()
   weights_type = model_spec.weights_type()
   data_type = tff.SequenceType(compat.tensorflow_to_type(model_spec.batch_spec))
+  index_type = tff.SequenceType(tff.TensorType(np.int32))
+  data_fields = [('train', data_type)]
   if validation_slots:
-    data_type = tff.StructWithPythonType(
-        [('train', data_type), ('validation', data_type),
-         ('slot', tff.SequenceType(tff.TensorType(np.int32)))],
-        collections.OrderedDict)
+    data_fields += [('validation', data_type), ('slot', index_type)]
+  if extension.with_client_index:
+    data_fields.append(('client_index', index_type))
+  if len(data_fields) > 1:
+    data_type = tff.StructWithPythonType(data_fields, collections.OrderedDict)
 
   @compat.tf_computation
   def initial_broadcast():
@@ -201,9 +331,10 @@ def build_local_training_client_work(
 
   @compat.tf_computation(broadcast_type, weights_type, data_type)
   def client_update(broadcast, initial_weights, dataset):
+    teacher = model_spec.build_keras() if extension.with_teacher else None
     local_update = _build_local_update(
         model_spec.build_keras(), client_optimizer, loss, proximal_strength,
-        model_spec.num_classes, extension, validation_slots)
+        model_spec.num_classes, extension, validation_slots, teacher=teacher)
     return local_update(initial_weights, dataset, broadcast)
 
   client_result_type, train_sums_type, report_type = (
@@ -221,7 +352,11 @@ def build_local_training_client_work(
             tf.cast(sums['num_correct'], tf.float32), num_examples),
         num_examples=sums['num_examples'])
 
-  @compat.tf_computation(broadcast_type, report_type)
+  # A report factory may return another type than it receives (CReFF's
+  # returns the re-trained classifier, not gradients).
+  aggregated_report_type = report_process.next.type_signature.result.result
+
+  @compat.tf_computation(broadcast_type, aggregated_report_type.member)
   def update_broadcast(broadcast, aggregated_report):
     if extension.update_broadcast is None:
       return broadcast

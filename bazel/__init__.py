@@ -1,0 +1,1 @@
+"""Bazel support: BUILD generator, pytest runner, toolchain and stub repos."""

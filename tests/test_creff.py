@@ -1,0 +1,134 @@
+"""CReFF: gradient matching, classifier re-training, end to end."""
+
+import collections
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tff_imbalance import errors
+from tff_imbalance import runner
+from tff_imbalance.data import arrays
+from tff_imbalance.data import federated
+from tff_imbalance.learning import classifier_gradients
+from tff_imbalance.learning import registry
+from tff_imbalance.learning import selection
+from tff_imbalance.learning.algorithms import creff
+from tff_imbalance.models import builders
+from tff_imbalance.models import spec as spec_lib
+
+NUM_CLASSES, NUM_CLIENTS = 4, 3
+SPEC = spec_lib.ModelSpec('mlp', (6, 6, 1), NUM_CLASSES, seed=0)
+
+
+def _classifier(rng, dim=5, classes=3):
+  return collections.OrderedDict(
+      kernel=tf.constant(rng.normal(size=(dim, classes)), tf.float32),
+      bias=tf.constant(rng.normal(size=(classes,)), tf.float32))
+
+
+def test_matching_loss_is_zero_on_the_real_features_and_decreases():
+  rng = np.random.default_rng(0)
+  classifier = _classifier(rng)
+  labels = creff.feature_labels(3, 4)
+  real_features = tf.constant(rng.normal(size=(12, 5)) + 2.0, tf.float32)
+  real = classifier_gradients.class_mean_gradients(
+      real_features, labels, classifier['kernel'], classifier['bias'], 3)
+  kernel_gradients = real['values']['kernel']
+  matched = tf.constant([1.0, 1.0, 0.0])
+  assert creff.matching_loss(real_features, labels, classifier,
+                             kernel_gradients, matched) < 1e-4
+  start = tf.constant(rng.normal(size=(12, 5)), tf.float32)
+  matched_features, before, after = creff.match_features(
+      start, labels, classifier, kernel_gradients, matched, steps=30,
+      learning_rate=0.1)
+  assert after < 0.5 * before
+  # Class 2 has no real gradient this round: its features do not move.
+  np.testing.assert_array_equal(matched_features[8:], start[8:])
+
+
+def test_retrained_classifier_fits_the_features_and_follows_ce():
+  labels = creff.feature_labels(3, 2)
+  features = tf.one_hot(labels, 3) * 3.0 + 0.1
+  classifier = creff.retrain_classifier(features, labels, 3, steps=50,
+                                        learning_rate=0.5)
+  logits = features @ classifier['kernel'] + classifier['bias']
+  np.testing.assert_array_equal(tf.argmax(logits, axis=1), labels)
+  # One step from zero is one full-batch gradient-descent step on mean CE.
+  one_step = creff.retrain_classifier(features, labels, 3, steps=1,
+                                      learning_rate=0.5)
+  kernel, bias = tf.Variable(tf.zeros([3, 3])), tf.Variable(tf.zeros([3]))
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+        labels, features @ kernel + bias, from_logits=True))
+  g_kernel, g_bias = tape.gradient(loss, [kernel, bias])
+  np.testing.assert_allclose(one_step['kernel'], -0.5 * g_kernel, atol=1e-6)
+  np.testing.assert_allclose(one_step['bias'], -0.5 * g_bias, atol=1e-6)
+
+
+def _data():
+  rng = np.random.default_rng(0)
+  y = rng.integers(0, NUM_CLASSES, 120).astype(np.int64)
+  x = (rng.random((120, 6, 6, 1)) * 0.3 + y[:, None, None, None] / 4).astype(
+      np.float32)
+  pool = arrays.LabeledArrays(x=x, y=y)
+  parts = np.array_split(np.arange(120), NUM_CLIENTS)
+  return pool, federated.build_federated_data(
+      pool, parts, NUM_CLASSES, validation_fraction=0.0, seed=0)
+
+
+@pytest.fixture(scope='module')
+def process_and_data():
+  config = registry.AlgorithmConfig(
+      client_lr=0.1, creff_features_per_class=5, creff_match_steps=5,
+      creff_retrain_steps=20)
+  context = registry.TaskContext(num_classes=NUM_CLASSES,
+                                 num_clients=NUM_CLIENTS,
+                                 train_class_counts=np.ones(NUM_CLASSES))
+  return registry.build_process('creff', SPEC, config, context), _data()
+
+
+def test_model_weights_carry_the_retrained_classifier(process_and_data):
+  process, (_, data) = process_and_data
+  state = process.initialize()
+  for round_num in range(2):
+    output = process.next(state, data.round_inputs(
+        range(NUM_CLIENTS), round_num=round_num, local_epochs=1, batch_size=8,
+        seed=0, with_validation=False))
+    state = output.state
+    report = output.metrics['client_work']['round_report']['extension']
+    assert report['matching_loss_after'] < report['matching_loss_before']
+  weights = process.get_model_weights(state)
+  retrained = state.client_work['broadcast']
+  global_weights = state.global_model_weights
+  model = SPEC.build_keras()
+  classifier = builders.classifier_layer(model)
+  weights.assign_weights_to(model)
+  np.testing.assert_allclose(classifier.kernel.numpy(), retrained['kernel'])
+  np.testing.assert_allclose(classifier.bias.numpy(), retrained['bias'])
+  # The backbone is FedAvg's; FedAvg's own classifier stays in training.
+  np.testing.assert_allclose(weights.trainable[0],
+                             global_weights.trainable[0])
+  assert not np.allclose(global_weights.trainable[-2], retrained['kernel'])
+
+
+def test_end_to_end_with_the_runner(process_and_data):
+  process, (_, data) = process_and_data
+  evaluator = runner.Evaluator(
+      SPEC, arrays.LabeledArrays(x=data.pool.x[:8], y=data.pool.y[:8]),
+      np.ones(NUM_CLASSES))
+  summary = runner.run(
+      process, data, selection.UniformSelector(NUM_CLIENTS, NUM_CLIENTS, 0),
+      evaluator,
+      runner.RunConfig(rounds=2, local_epochs=1, batch_size=8, eval_every=2,
+                       seed=0, quiet=True))
+  assert summary['rounds'] == 2 and 0.0 <= summary['accuracy'] <= 1.0
+
+
+@pytest.mark.parametrize('field, value', [
+    ('creff_features_per_class', 0), ('creff_match_steps', 0),
+    ('creff_feature_lr', 0.0), ('creff_retrain_steps', 0),
+    ('creff_retrain_lr', -1.0)])
+def test_bad_flags_name_the_flag(field, value):
+  with pytest.raises(errors.UserInputError, match=f'--{field}'):
+    registry.AlgorithmConfig(**{field: value})

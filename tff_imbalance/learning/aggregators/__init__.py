@@ -1,0 +1,1 @@
+"""Aggregation factories of this project (TFF `AggregationProcess` builders)."""

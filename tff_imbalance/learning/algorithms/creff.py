@@ -1,0 +1,312 @@
+"""CReFF (Shang et al., "Federated Learning on Heterogeneous and Long-Tailed
+Data via Classifier Re-Training with Federated Features", IJCAI 2022) as a
+LearningProcess.
+
+Clients run FedAvg's local training (the shared loop) and, on the model they
+receive, report their per-class real gradients of the classifier (closed form,
+`learning.classifier_gradients`), computed with the received backbone and the
+server's re-trained classifier. Inside the client work the server averages
+them per class over the clients holding the class
+(`aggregators.class_mean`), optimises its federated features so that their
+classifier gradients match the real ones, and re-trains a fresh classifier on
+the features (`CReFFServerFactory`). The global model keeps training with the
+FedAvg classifier; evaluation uses the backbone with the re-trained
+classifier, which is what the process's `get_model_weights` returns.
+"""
+
+import collections
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from tff_imbalance import compat
+from tff_imbalance.learning import classifier_gradients
+from tff_imbalance.learning.aggregators import class_mean
+from tff_imbalance.learning.algorithms import fedavg_family
+from tff_imbalance.learning.client_work import local_training
+from tff_imbalance.models import builders
+from tff_imbalance.models import spec as spec_lib
+
+tff = compat.tff
+
+# Distance guard of the per-row cosine, as in dataset condensation's
+# `distance_wb`, which CReFF's code uses.
+_COSINE_EPSILON = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class CReFFOptions:
+  """CReFF's server-side hyperparameters (004 appendix C.2 defaults).
+
+  Attributes:
+    features_per_class: federated features per class m (100).
+    match_steps: gradient-matching steps per round (100).
+    feature_lr: SGD learning rate of the features (0.1).
+    retrain_steps: full-batch steps of classifier re-training per round (300).
+    retrain_lr: re-training learning rate (004: the local learning rate).
+    seed: seeds the features' initial values.
+  """
+  features_per_class: int = 100
+  match_steps: int = 100
+  feature_lr: float = 0.1
+  retrain_steps: int = 300
+  retrain_lr: float = 0.05
+  seed: int = 0
+
+
+def feature_labels(num_classes: int, features_per_class: int) -> tf.Tensor:
+  """Labels of the federated features: m of class 0, then m of class 1..."""
+  return tf.repeat(tf.range(num_classes, dtype=tf.int64), features_per_class)
+
+
+def matching_loss(features: tf.Tensor, labels: tf.Tensor,
+                  classifier: collections.OrderedDict,
+                  real_kernel_gradients: tf.Tensor,
+                  matched: tf.Tensor) -> tf.Tensor:
+  """CReFF's gradient-matching loss (Shang et al. 2022, eq. 6).
+
+  sum_{c matched} sum_k [1 - cos(g_real[c][:, k], g_syn[c][:, k])], with
+  g_syn[c] the mean classifier-kernel gradient over the features of class c
+  and k running over the classifier's output units (the rows of the PyTorch
+  weight: the reference's per-row cosine; the bias does not count there).
+
+  Args:
+    features: [C*m, d] federated features.
+    labels: their labels.
+    classifier: `OrderedDict(kernel=[d, C], bias=[C])`.
+    real_kernel_gradients: [C, d, C] aggregated real gradients.
+    matched: [C] 1.0 for classes with real gradients this round.
+
+  Returns:
+    The scalar loss.
+  """
+  num_classes = real_kernel_gradients.shape[0]
+  synthetic = classifier_gradients.class_mean_gradients(
+      features, labels, classifier['kernel'], classifier['bias'],
+      num_classes)['values']['kernel']
+  dot = tf.reduce_sum(synthetic * real_kernel_gradients, axis=1)
+  norms = (tf.norm(synthetic, axis=1) * tf.norm(real_kernel_gradients, axis=1)
+           + _COSINE_EPSILON)
+  return tf.reduce_sum(matched[:, None] * (1.0 - dot / norms))
+
+
+def match_features(features, labels, classifier, real_kernel_gradients,
+                   matched, steps: int, learning_rate: float):
+  """`steps` SGD steps on the features that decrease `matching_loss`.
+
+  Returns:
+    `(new_features, loss_before, loss_after)`.
+  """
+
+  def loss_and_gradient(current):
+    with tf.GradientTape() as tape:
+      tape.watch(current)
+      loss = matching_loss(current, labels, classifier, real_kernel_gradients,
+                           matched)
+    return loss, tape.gradient(loss, current)
+
+  loss_before, _ = loss_and_gradient(features)
+  for _ in tf.range(steps):
+    _, gradient = loss_and_gradient(features)
+    features = features - learning_rate * gradient
+  loss_after, _ = loss_and_gradient(features)
+  return features, loss_before, loss_after
+
+
+def retrain_classifier(features, labels, num_classes: int, steps: int,
+                       learning_rate: float) -> collections.OrderedDict:
+  """A fresh linear classifier trained by full-batch gradient descent on CE.
+
+  Starts from zero (a fresh classifier each round, as the reference's new
+  `nn.Linear`; zero makes it deterministic) and uses the closed-form
+  gradient: the mean over classes' sums is the mean over all features.
+
+  Returns:
+    `OrderedDict(kernel=[d, C], bias=[C])`.
+  """
+  kernel = tf.zeros([features.shape[1], num_classes])
+  bias = tf.zeros([num_classes])
+  total = tf.cast(tf.shape(features)[0], tf.float32)
+  for _ in tf.range(steps):
+    kernel_sums, bias_sums, _ = classifier_gradients.class_gradient_sums(
+        features, labels, kernel, bias, num_classes)
+    kernel -= learning_rate * tf.reduce_sum(kernel_sums, axis=0) / total
+    bias -= learning_rate * tf.reduce_sum(bias_sums, axis=0) / total
+  return collections.OrderedDict(kernel=kernel, bias=bias)
+
+
+class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
+  """Per-class real gradients -> matched features -> re-trained classifier.
+
+  Aggregates the clients' per-class real gradients with `ClassMeanFactory`,
+  then on the server matches the federated features to the classes that had
+  holders this round, using the classifier the clients computed their
+  gradients with, and re-trains a fresh classifier on all features. State:
+  the gradient aggregator's state, the features and the re-trained
+  classifier; result: the re-trained classifier and the matching loss
+  before and after this round's matching (the shared loop reports the
+  result, not the measurements); measurements: the same losses and the
+  number of holders per class.
+  """
+
+  def __init__(self, initial_classifier: collections.OrderedDict,
+               options: CReFFOptions):
+    self._initial_classifier = initial_classifier
+    self._options = options
+
+  def create(self, value_type) -> tff.templates.AggregationProcess:
+    options = self._options
+    feature_dim, num_classes = self._initial_classifier['kernel'].shape
+    gradients = class_mean.ClassMeanFactory().create(value_type)
+    labels_count = num_classes * options.features_per_class
+
+    @compat.tf_computation
+    def initial_server():
+      features = tf.random.stateless_normal(
+          [labels_count, feature_dim], seed=[options.seed, 7])
+      return collections.OrderedDict(
+          features=features,
+          classifier=tf.nest.map_structure(tf.constant,
+                                           self._initial_classifier))
+
+    server_type = initial_server.type_signature.result
+
+    @compat.tf_computation(server_type, value_type[class_mean.VALUES],
+                           tff.TensorType(np.float32, [num_classes]))
+    def server_update(server, real, holders):
+
+      @tf.function
+      def update(server, real, holders):
+        labels = feature_labels(num_classes, options.features_per_class)
+        features, before, after = match_features(
+            server['features'], labels, server['classifier'], real['kernel'],
+            tf.cast(holders > 0, tf.float32), options.match_steps,
+            options.feature_lr)
+        classifier = retrain_classifier(features, labels, num_classes,
+                                        options.retrain_steps,
+                                        options.retrain_lr)
+        return (collections.OrderedDict(features=features,
+                                        classifier=classifier), before, after)
+
+      return update(server, real, holders)
+
+    @compat.federated_computation
+    def init_fn():
+      return tff.federated_zip(collections.OrderedDict(
+          gradients=gradients.initialize(),
+          server=tff.federated_eval(initial_server, tff.SERVER)))
+
+    @compat.federated_computation(init_fn.type_signature.result,
+                                  tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(state, value):
+      aggregated = gradients.next(state.gradients, value)
+      server, loss_before, loss_after = tff.federated_map(
+          server_update, (state.server, aggregated.result[class_mean.VALUES],
+                          aggregated.measurements.holders))
+      return tff.templates.MeasuredProcessOutput(
+          state=tff.federated_zip(collections.OrderedDict(
+              gradients=aggregated.state, server=server)),
+          result=tff.federated_zip(collections.OrderedDict(
+              classifier=server.classifier,
+              matching_loss_before=loss_before,
+              matching_loss_after=loss_after)),
+          measurements=tff.federated_zip(collections.OrderedDict(
+              matching_loss_before=loss_before,
+              matching_loss_after=loss_after,
+              holders=aggregated.measurements.holders)))
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+def _initial_classifier(model_spec: spec_lib.ModelSpec):
+  layer = builders.classifier_layer(model_spec.build_keras())
+  return collections.OrderedDict(kernel=layer.kernel.numpy(),
+                                 bias=layer.bias.numpy())
+
+
+def _creff_extension(model_spec: spec_lib.ModelSpec, options: CReFFOptions,
+                     initial_classifier) -> local_training.ClientWorkExtension:
+  """Real gradients on the received backbone with the re-trained classifier."""
+  num_classes = model_spec.num_classes
+
+  def real_gradients(model, dataset, classifier):
+    features = builders.feature_extractor(model)
+    return classifier_gradients.dataset_class_gradients(
+        lambda x: features(x, training=False), classifier['kernel'],
+        classifier['bias'], dataset, num_classes)
+
+  return local_training.ClientWorkExtension(
+      initial_broadcast=lambda: initial_classifier,
+      client_report=real_gradients,
+      report_before_training=True,
+      report_factory=class_mean.FieldFactory(
+          'extension', CReFFServerFactory(initial_classifier, options)),
+      update_broadcast=lambda classifier, report: report['classifier'])
+
+
+def _with_retrained_classifier(process, model_spec: spec_lib.ModelSpec):
+  """The process whose model weights carry the re-trained classifier."""
+  model = model_spec.build_keras()
+  layer = builders.classifier_layer(model)
+  position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
+  kernel_index = position[layer.kernel.ref()]
+  bias_index = position[layer.bias.ref()]
+  state_type = process.get_model_weights.type_signature.parameter
+  weights_type = process.get_model_weights.type_signature.result
+  classifier_type = state_type.client_work.broadcast
+
+  @compat.tf_computation(weights_type, classifier_type)
+  def swap_classifier(weights, classifier):
+    trainable = list(weights.trainable)
+    trainable[kernel_index] = classifier['kernel']
+    trainable[bias_index] = classifier['bias']
+    return tff.learning.models.ModelWeights(
+        trainable=trainable, non_trainable=list(weights.non_trainable))
+
+  @compat.federated_computation(state_type)
+  def get_model_weights(state):
+    return swap_classifier(process.get_model_weights(state),
+                           state.client_work.broadcast)
+
+  return tff.learning.templates.LearningProcess(
+      process.initialize, process.next, get_model_weights,
+      process.set_model_weights)
+
+
+def build_creff(
+    model_spec: spec_lib.ModelSpec,
+    client_optimizer: tff.learning.optimizers.Optimizer,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+    options: CReFFOptions,
+) -> tff.learning.templates.LearningProcess:
+  """CReFF: FedAvg plus a classifier re-trained on federated features.
+
+  Round t with backbone f(.; P^t), FedAvg classifier W^t and re-trained
+  classifier W_r^t (initially W^0):
+
+  * client k reports, for each class c it holds, the real gradient
+    g_k,c = grad_W L(W_r^t; P^t, D_k,c) (Shang et al. 2022, eq. 5; closed
+    form, all its examples of c) and trains locally as FedAvg;
+  * the server averages g_c over the holders of c, then takes
+    `match_steps` SGD steps on the federated features S (m per class) to
+    minimise sum_c D(grad_W L(W_r^t; S_c), g_c) with D the per-row cosine
+    distance (eq. 6), and re-trains a fresh classifier W_r^{t+1} on S for
+    `retrain_steps` full-batch steps (eq. 7);
+  * the global model is FedAvg's (P^{t+1}, W^{t+1}); the model weights the
+    process exposes, for evaluation, are (P^{t+1}, W_r^{t+1}).
+
+  Args:
+    model_spec: the model (a final Dense `classifier`).
+    client_optimizer: local optimizer.
+    server_optimizer: server optimizer on the averaged delta.
+    options: CReFF's server hyperparameters.
+
+  Returns:
+    A `tff.learning.templates.LearningProcess`.
+  """
+  initial_classifier = _initial_classifier(model_spec)
+  process = fedavg_family.build_local_training_process(
+      model_spec, client_optimizer, server_optimizer,
+      extension=_creff_extension(model_spec, options, initial_classifier))
+  return _with_retrained_classifier(process, model_spec)

@@ -1,0 +1,129 @@
+"""Ratio Loss with the composition monitor (Wang et al., AAAI 2021; seeds/002).
+
+The server holds a small auxiliary set (a few examples per class, held out of
+every client). Each round its monitor (`learning.monitor`) trains the
+received global model on each class's auxiliary examples, derives the class
+ratios Ra_i (eq. 7) and, after the round, estimates the round's class
+composition (eq. 8). Ratio Loss turns the ratios into class weights that the
+server broadcasts with the model, as process state.
+"""
+
+import collections
+
+import numpy as np
+import tensorflow as tf
+
+from tff_imbalance import compat
+from tff_imbalance import errors
+from tff_imbalance import losses
+from tff_imbalance.data import arrays
+from tff_imbalance.learning import monitor
+from tff_imbalance.learning.algorithms import fedavg_family
+from tff_imbalance.learning.client_work import local_training
+from tff_imbalance.models import spec as spec_lib
+
+tff = compat.tff
+
+
+def check_aux_data(aux: arrays.LabeledArrays | None, what: str) -> None:
+  """Refuses to build a monitored process without auxiliary data.
+
+  Raises:
+    errors.UserInputError: if `aux` is None or empty.
+  """
+  if aux is None or not len(aux):
+    raise errors.UserInputError(
+        f'{what} needs the server\'s auxiliary data: pass --aux_per_class >= '
+        '1 (the examples per class held out of every client).')
+
+
+def build_ratio_loss(
+    model_spec: spec_lib.ModelSpec,
+    client_optimizer: tff.learning.optimizers.Optimizer,
+    server_optimizer: tff.learning.optimizers.Optimizer,
+    aux: arrays.LabeledArrays,
+    *,
+    local_epochs: int,
+    batch_size: int,
+    alpha: float = 1.0,
+    beta: float = 0.1,
+    threshold: float = monitor.DEFAULT_THRESHOLD,
+    start_round: int = 1,
+    weighting: str = 'per_example',
+) -> tff.learning.templates.LearningProcess:
+  """FedAvg with Ratio Loss and the composition monitor (002 secs 3.2-3.3).
+
+  Round t: the monitor trains the received global model G_t on each class's
+  auxiliary examples and computes Ra_i (eq. 7, components filtered with
+  T_Ra = `threshold`). From round `start_round` on (the detection stage of
+  Table 1; 1 = from the start) the class weights pi_i = alpha + beta Ra_i
+  (eq. 10) are broadcast with G_t and every client minimises
+  (1/B) sum_b pi_{y_b} CE(x_b, y_b) (eq. 11: each example weighted by its own
+  class; `weighting='as_coded'` uses the reference code's
+  mean_b(pi_{y_b}) * mean_b CE instead). Before `start_round` all weights are
+  1 (plain CE). The server averages the deltas as FedAvg (weighted by
+  examples) and applies `server_optimizer`; the monitor then estimates the
+  round's composition from G_t+1 - G_t (eq. 8) and releases it with its
+  cosine similarity to the truth.
+
+  Args:
+    model_spec: the model.
+    client_optimizer: local optimizer (also replayed on the auxiliary data).
+    server_optimizer: server optimizer.
+    aux: the server's auxiliary examples, every class present.
+    local_epochs: the clients' local epochs (the monitor replays them).
+    batch_size: the clients' batch size (the monitor replays it).
+    alpha: alpha of eq. 10 (> 0; the paper's 1.0, supplement table 4).
+    beta: beta of eq. 10 (>= 0; the paper's 0.1, supplement table 5).
+    threshold: T_Ra (the paper's 1.25).
+    start_round: the first round (1-based) with Ratio Loss weights.
+    weighting: 'per_example' (the paper) or 'as_coded' (reference code).
+
+  Returns:
+    A `tff.learning.templates.LearningProcess` whose state is
+    `OrderedDict(inner, round)`; the class weights used in the latest round
+    are `inner.client_work['broadcast']`.
+  """
+  loss = losses.ratio_loss(weighting)
+  num_classes = model_spec.num_classes
+  extension = local_training.ClientWorkExtension(
+      initial_broadcast=lambda: np.ones([num_classes], np.float32))
+  inner = fedavg_family.build_local_training_process(
+      model_spec, client_optimizer, server_optimizer, loss=loss,
+      extension=extension)
+  inner_state_type = inner.initialize.type_signature.result.member
+
+  @compat.tf_computation(inner_state_type,
+                         tff.TensorType(np.float32, [num_classes]), np.int32)
+  def set_class_weights(state, ratios, round_num):
+    class_weights = tf.where(round_num >= start_round, alpha + beta * ratios,
+                             tf.ones_like(ratios))
+    client_work = collections.OrderedDict(
+        broadcast=class_weights, report=state.client_work['report'])
+    return tff.learning.templates.LearningAlgorithmState(
+        global_model_weights=state.global_model_weights,
+        distributor=state.distributor, client_work=client_work,
+        aggregator=state.aggregator, finalizer=state.finalizer)
+
+  return monitor.build_monitored_process(
+      inner, model_spec, aux, client_optimizer, local_epochs=local_epochs,
+      batch_size=batch_size, threshold=threshold,
+      before_round=set_class_weights)
+
+
+def build_monitored(process: tff.learning.templates.LearningProcess,
+                    model_spec: spec_lib.ModelSpec,
+                    client_optimizer: tff.learning.optimizers.Optimizer,
+                    aux: arrays.LabeledArrays | None, *, local_epochs: int,
+                    batch_size: int,
+                    threshold: float = monitor.DEFAULT_THRESHOLD
+                   ) -> tff.learning.templates.LearningProcess:
+  """Any algorithm's process with the monitor as a pure diagnostic (--monitor).
+
+  Raises:
+    errors.UserInputError: without auxiliary data.
+  """
+  check_aux_data(aux, '--monitor')
+  return monitor.build_monitored_process(
+      process, model_spec, aux, client_optimizer, local_epochs=local_epochs,
+      batch_size=batch_size, threshold=threshold)
