@@ -183,7 +183,7 @@ def _accuracy_curve(run_dir: str) -> tuple[list[int], list[float]]:
 
 
 def _local_training_note(summary: dict) -> str:
-  spread = summary.get('client_accuracy_std')
+  spread = summary.get('accuracy_std')
   return f' (clients ± {spread:.3f})' if spread is not None else ''
 
 

@@ -158,15 +158,15 @@ def main(argv):
             for algo in algos for seed in range(FLAGS.seeds)]
     with futures.ThreadPoolExecutor(max_workers=FLAGS.parallel) as pool:
       running = [pool.submit(_run, *job, work_dir) for job in jobs]
-      ran_any = False
+      read_any = False
       for job, future in zip(jobs, running):
         summary, ran = future.result()
-        ran_any = ran_any or ran
+        read_any = read_any or not ran
         print(*job, summary['accuracy'], summary['minority_accuracy'],
               flush=True)
-        # Runs read back from --work_dir were timed by an earlier call.
+        # Runs read back from --work_dir took the time of an earlier call.
         _table(work_dir, algos, skipped,
-               time.time() - start if ran_any else None)
+               None if read_any else time.time() - start)
 
 if __name__ == '__main__':
   app.run(main)
