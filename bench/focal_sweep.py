@@ -30,7 +30,10 @@ flags.DEFINE_string('output', 'results/focal_sweep.md', 'Markdown table.')
 COMMON = ['--profile=unbalanced', '--minority_ratio=100',
           '--minority_classes=0,1,2,9', '--partition=iid', '--num_clients=20',
           '--clients_per_round=5', '--model=mlp', '--local_epochs=1',
-          '--batch_size=32', '--client_lr=0.05']
+          '--batch_size=32', '--client_lr=0.05',
+          # The sweep predates the server's auxiliary hold-out (Ratio Loss):
+          # keep its whole training pool on the clients, as it was run.
+          '--aux_per_class=0']
 
 CONFIGS = (
     [('CE (FedAvg)', ['--algo=fedavg', '--loss=ce'])] +
