@@ -155,21 +155,22 @@ def _run_flags(protocol: Protocol, algo: str, seed: int) -> list[str]:
 
 
 def _run_or_reuse(protocol: Protocol, run_dir: str,
-                  run_flags: list[str]) -> dict:
-  """The run's summary: reused if `run_dir` holds this very run, else run."""
+                  run_flags: list[str]) -> tuple[dict, bool]:
+  """(the run's summary, whether it was reused): reused if `run_dir` holds
+  this very run, else run now."""
   record = os.path.join(run_dir, 'bench_flags.json')
   if os.path.exists(os.path.join(run_dir, 'summary.json')) and (
       os.path.exists(record)):
     with open(record) as f:
       if json.load(f) == run_flags:
-        return common.read_summary(run_dir)
+        return common.read_summary(run_dir), True
   shutil.rmtree(run_dir, ignore_errors=True)
   os.makedirs(run_dir)
   with open(record, 'w') as f:
     json.dump(run_flags, f)
   # The task refuses a directory that holds flags.txt of other flags; the
   # directory is fresh, so it only ever holds this run.
-  return common.run_task(protocol.task, run_flags, run_dir)
+  return common.run_task(protocol.task, run_flags, run_dir), False
 
 
 def _accuracy_curve(run_dir: str) -> tuple[list[int], list[float]]:
@@ -205,7 +206,9 @@ def _table(algos: Sequence[str], summaries: dict) -> str:
 def _plot(protocol_name: str, algos: Sequence[str], run_dirs: dict,
           path: str) -> None:
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for algo in algos:
+  # More methods than a default color cycle: 20 colors, alternating styles.
+  colors = plt.get_cmap('tab20').colors
+  for index, algo in enumerate(algos):
     curves = [_accuracy_curve(d) for d in run_dirs.get(algo, [])
               if os.path.exists(os.path.join(d, 'metrics.csv'))]
     curves = [c for c in curves if c[0]]
@@ -214,7 +217,9 @@ def _plot(protocol_name: str, algos: Sequence[str], run_dirs: dict,
     length = min(len(c[0]) for c in curves)
     rounds = curves[0][0][:length]
     mean = np.mean([c[1][:length] for c in curves], axis=0)
-    ax.plot(rounds, mean, marker='.', label=algo)
+    ax.plot(rounds, mean, marker='.o^s'[index % 4],
+            linestyle=('-', '--')[index % 2],
+            color=colors[(2 * index) % 20 + (index // 10) % 2], label=algo)
   ax.set_xlabel('round')
   ax.set_ylabel('test accuracy (balanced test set)')
   ax.set_title(protocol_name)
@@ -236,6 +241,7 @@ def run_protocol(name: str, algos: Sequence[str], seeds: int) -> bool:
       run_dir = os.path.join(FLAGS.runs_dir, name, algo, f'seed{seed}')
       jobs.append((algo, seed, run_dir, _run_flags(protocol, algo, seed)))
   summaries = {algo: [] for algo in algos}
+  reused = 0
   run_dirs = {algo: [] for algo in algos}
   with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
     futures = {pool.submit(_run_or_reuse, protocol, run_dir, run_flags):
@@ -245,7 +251,8 @@ def run_protocol(name: str, algos: Sequence[str], seeds: int) -> bool:
       algo, seed, run_dir = futures[future]
       run_dirs[algo].append(run_dir)
       try:
-        summary = future.result()
+        summary, was_reused = future.result()
+        reused += was_reused
         summaries[algo].append(summary)
         print(f'{name} {algo} seed {seed}: accuracy '
               f'{summary["accuracy"]:.4f}', flush=True)
@@ -271,7 +278,10 @@ def run_protocol(name: str, algos: Sequence[str], seeds: int) -> bool:
       f'--model, --rounds, --seed. Mean ± std over seeds of the final '
       f'evaluation on the balanced test set; few-shot = classes with < 20 '
       f'training examples, minority = the 30% of classes with the fewest '
-      f'(the tail). Curves: `{plot_path}`.',
+      f'(the tail). Curves: `{plot_path}`.' +
+      (f' {reused} of {len(jobs)} runs were reused from an earlier '
+       f'invocation with the same flags (the time above is this one\'s).'
+       if reused else ''),
       _table(algos, summaries), elapsed_s=time.time() - start)
   return all(not isinstance(r, str) for runs in summaries.values()
              for r in runs)
