@@ -48,6 +48,7 @@ from bench import common
 from tff_imbalance import runner
 from tff_imbalance import runtime
 from tff_imbalance.data import arrays
+from tff_imbalance.data import auxiliary
 from tff_imbalance.data import federated
 from tff_imbalance.data import partition
 from tff_imbalance.data import stats
@@ -99,12 +100,9 @@ def _context(data: federated.FederatedData,
 
 
 def _auxiliary(source: arrays.SourceData):
-  """32 examples per class as server data, for the methods that use it."""
-  rng = np.random.default_rng(_SEED)
-  picked = np.concatenate([
-      rng.choice(np.flatnonzero(source.train.y == c), 32, replace=False)
-      for c in range(source.num_classes)])
-  return source.train.take(picked)
+  """The tasks' default server data (32 per class), for the methods using it."""
+  return auxiliary.hold_out(source.train.y, source.num_classes, 32,
+                            _SEED).server_data(source.train)
 
 
 def _selector(algo: str, num_clients: int):
