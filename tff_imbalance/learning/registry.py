@@ -250,8 +250,8 @@ def _fedavg_with_server(model_spec, config, server_optimizer):
   """FedAvg's round with a chosen server optimizer, on our client work.
 
   The same arithmetic as TFF's `build_weighted_fed_avg` (tested equal in
-  tests/test_learning.py) and measurably faster per round (results/speed.md),
-  with the flagged per-example loss.
+  tests/test_learning.py), at the plain-TF floor's speed per round
+  (results/speed.md), with the flagged per-example loss.
   """
   return fedavg_family.build_local_training_process(
       model_spec, config.client_optimizer(), server_optimizer,

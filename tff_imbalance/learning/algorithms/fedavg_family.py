@@ -5,8 +5,8 @@ Federated Optimization", Algorithm 2) are `build_local_training_process`, our
 shared local-training client work composed with TFF's broadcast, mean and
 server-optimizer finalizer. `build_tff_fedavg` wraps TFF's own
 `tff.learning.algorithms.build_weighted_fed_avg` as the reference: the tests
-check that both give the same weights, and ours is faster per round
-(`bench.speed`). FedProx (Li et al. 2020) is ours too because TFF 0.87's
+check that both give the same weights; ours runs at the plain-TF floor's
+speed per round (`bench.speed`). FedProx (Li et al. 2020) is ours too because TFF 0.87's
 `build_weighted_fed_prox` adds the proximal gradient with the wrong sign
 (`learning/templates/proximal_client_work.py`).
 """
