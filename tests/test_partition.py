@@ -227,6 +227,61 @@ def test_train_validation_split_is_seeded():
 # --- bad input ---------------------------------------------------------------
 
 
+def test_dirichlet_per_class_covers_every_example_with_unequal_clients():
+  labels = _labels(_LT_COUNTS)
+  parts = partition.dirichlet_per_class_partition(labels, 10, 1.0, seed=3,
+                                                  num_classes=10)
+  again = partition.dirichlet_per_class_partition(labels, 10, 1.0, seed=3,
+                                                  num_classes=10)
+  other = partition.dirichlet_per_class_partition(labels, 10, 1.0, seed=4,
+                                                  num_classes=10)
+
+  _assert_exact_cover(parts, labels.size)
+  _assert_same(parts, again)
+  assert any(not np.array_equal(a, b) for a, b in zip(parts, other))
+  sizes = [part.size for part in parts]
+  assert len(set(sizes)) > 1  # Unlike dirichlet_partition's equal clients.
+  assert min(sizes) >= 10  # NIID-Bench's minimum client size.
+
+
+def test_dirichlet_per_class_splits_each_class_by_its_own_proportions():
+  labels = _labels([400, 400, 40])
+  # alpha -> infinity: q = 1_K / K for every class, so each class, the tail
+  # one too, is cut into K near-equal pieces (floor(cumsum(q) * N_c) cuts,
+  # so a piece may be one off).
+  even = stats.client_class_counts(
+      labels, partition.dirichlet_per_class_partition(labels, 4, 1e9, 0), 3)
+  np.testing.assert_allclose(even, [[100, 100, 10]] * 4, atol=1)
+  # Small alpha: q is nearly one-hot, so each class sits mostly on one
+  # client, and a client that reached N/K takes no further class.
+  labels = _labels([1000, 1000])
+  skewed = stats.client_class_counts(
+      labels, partition.dirichlet_per_class_partition(labels, 2, 0.05, 1), 2)
+  assert (skewed.max(axis=1) >= 0.9 * skewed.sum(axis=1)).all()
+  assert sorted(np.argmax(skewed, axis=1).tolist()) == [0, 1]
+
+
+def test_dirichlet_per_class_refuses_an_impossible_minimum():
+  # 20 examples of one class over 20 clients at tiny alpha: a draw hands the
+  # whole class to one client, never one example to each.
+  with pytest.raises(errors.UserInputError,
+                     match='--partition=dirichlet_per_class found no split.*'
+                     'raise --dirichlet_alpha or lower --num_clients'):
+    partition.dirichlet_per_class_partition(np.zeros(20, np.int64), 20, 1e-4,
+                                            0)
+
+
+def test_composition_summary_counts_the_split():
+  labels = np.array([0, 0, 1, 2, 2, 2])
+  summary = partition.composition_summary(
+      labels, [np.array([0, 2]), np.array([1, 3, 4, 5])], 3)
+  assert summary == {
+      'profiled_examples': 6,
+      'profiled_class_counts': [2, 1, 3],
+      'client_class_counts': [[1, 1, 0], [1, 0, 3]],
+  }
+
+
 @pytest.mark.parametrize('call,pattern', [
     (lambda: partition.iid_partition(10, 0, 0), '--num_clients'),
     (lambda: partition.iid_partition(5, 6, 0),
@@ -243,6 +298,10 @@ def test_train_validation_split_is_seeded():
      r'label 3 .* \[0, 3\)'),
     (lambda: partition.dirichlet_partition(np.array([0.5, 1.0]), 1, 1.0, 0),
      'labels must be integers'),
+    (lambda: partition.dirichlet_per_class_partition(np.arange(4) % 2, 2, 0.0,
+                                                     0), '--dirichlet_alpha'),
+    (lambda: partition.dirichlet_per_class_partition(np.arange(4) % 2, 5, 1.0,
+                                                     0), '--num_clients=5'),
     (lambda: partition.tau_sampling_partition(np.arange(4) % 2, 2, 0, 0),
      '--tau'),
     (lambda: partition.tau_sampling_partition(np.arange(4) % 2, 9, 1, 0),

@@ -147,6 +147,29 @@ def test_longtail_indices_missing_class():
     profiles.longtail_indices(_labels([5, 5]), 3, 10, seed=0)
 
 
+def test_capped_longtail_full_mnist_ir100_is_14809():
+  # n_0 = 60000 / 10 = 6000; 6000 * 100^(-c/9) = 6000, 3596.4, 2155.4,
+  # 1292.0 (1291.9995...: the tolerance keeps it), 774.3, 464.2, 278.2,
+  # 166.7, 100.0, 59.9 (floored); class 0 is capped by its 5,923 digits.
+  counts = profiles.capped_longtail_counts(_MNIST_TRAIN_COUNTS, 100)
+  np.testing.assert_array_equal(
+      counts, [5923, 3596, 2156, 1292, 774, 464, 278, 166, 100, 60])
+  assert counts.sum() == 14809
+
+
+def test_capped_longtail_explicit_n0_and_cap():
+  # n_0 = 100 (not (3 + 200 + 200) / 3): 100, 31.6 -> 31, 10; class 0 has 3.
+  np.testing.assert_array_equal(
+      profiles.capped_longtail_counts([3, 200, 200], 10, n_0=100), [3, 31, 10])
+  labels = _labels([3, 200, 200])
+  kept = profiles.capped_longtail_indices(labels, 3, 10, seed=0, n_0=100)
+  np.testing.assert_array_equal(np.bincount(labels[kept]), [3, 31, 10])
+  with pytest.raises(errors.UserInputError, match='--imbalance_ratio'):
+    profiles.capped_longtail_counts([3, 200, 200], 0.5)
+  with pytest.raises(errors.UserInputError, match='n_0'):
+    profiles.capped_longtail_counts([3, 200, 200], 10, n_0=0.5)
+
+
 def test_kminority_indices_mnist_digits():
   labels = _labels([200] * 10)
   chosen = profiles.kminority_indices(

