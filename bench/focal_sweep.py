@@ -9,6 +9,14 @@ in {0, 0.2, 0.6, 0.8, 1.0}, each over several seeds, and writes a markdown
 table of balanced accuracy and minority-class accuracy (mean and std) to
 `results/focal_sweep.md`. Every run is a subprocess with the same flags but
 the varied ones, so the table is reproducible run by run.
+
+  python -m bench.focal_sweep --configs=psi_improvement --seeds=3 --rounds=20
+
+compares the two readings of psi's "improved" client (`--psi_improvement`,
+docs/fedfocal.md) at psi 0.8 and 1.0 beside uniform sampling, with the mean
+share of each cohort counted improved under the run's reading and under the
+local one (`summary.json` `selection`), into
+`results/focal_psi_improvement.md`.
 """
 
 import os
@@ -23,7 +31,12 @@ from bench import common
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('seeds', 3, 'Seeds per configuration (0..seeds-1).')
 flags.DEFINE_integer('rounds', 30, 'Rounds per run.')
-flags.DEFINE_string('output', 'results/focal_sweep.md', 'Markdown table.')
+flags.DEFINE_enum('configs', 'all', ['all', 'psi_improvement'],
+                  'all: tables 5-6 (gamma, psi); psi_improvement: the global '
+                  'and local readings of psi selection.')
+flags.DEFINE_string('output', None,
+                    'Markdown table (default: results/focal_sweep.md, or '
+                    'results/focal_psi_improvement.md).')
 
 # 000 sec 4.2: 10 clients, 10% sampled per round in their VIRTUAL setting; we
 # sample 5 of 20 so that psi has room to keep and fill.
@@ -44,6 +57,12 @@ CONFIGS = (
                                       f'--psi={p}'])
      for p in (0.0, 0.2, 0.6, 0.8, 1.0)])
 
+PSI_IMPROVEMENT_CONFIGS = (
+    [('Fed-Focal gamma=2, psi=0 (uniform)', ['--algo=fedfocal', '--psi=0'])] +
+    [(f'Fed-Focal gamma=2, psi={p}, {reading}',
+      ['--algo=fedfocal', f'--psi={p}', f'--psi_improvement={reading}'])
+     for p in (0.8, 1.0) for reading in ('global', 'local')])
+
 
 def _run(config_flags, seed, rounds, output_dir):
   return common.run_task(
@@ -52,34 +71,50 @@ def _run(config_flags, seed, rounds, output_dir):
       output_dir)
 
 
+def _improved_fractions(summaries):
+  """Mean share of a cohort counted improved: the run's reading, local."""
+  cells = []
+  for key in ('improved_fraction', 'local_improved_fraction'):
+    values = [s['selection'][key] for s in summaries
+              if s.get('selection', {}).get(key) is not None]
+    cells.append(common.mean_std(values) if values else '-')
+  return cells
+
+
 def main(argv):
   del argv
   rows = []
   start = time.time()
+  improvement = FLAGS.configs == 'psi_improvement'
+  configs = PSI_IMPROVEMENT_CONFIGS if improvement else CONFIGS
   with tempfile.TemporaryDirectory() as scratch:
-    for name, config_flags in CONFIGS:
-      balanced, minority = [], []
+    for name, config_flags in configs:
+      summaries = []
       for seed in range(FLAGS.seeds):
         out = os.path.join(scratch, f'{len(rows)}_{seed}')
-        summary = _run(config_flags, seed, FLAGS.rounds, out)
-        balanced.append(summary['balanced_accuracy'])
-        minority.append(summary['minority_accuracy'])
-      rows.append((name, common.mean_std(balanced),
-                   common.mean_std(minority)))
-      print(f'{name}: balanced {rows[-1][1]}  minority {rows[-1][2]}',
-            flush=True)
+        summaries.append(_run(config_flags, seed, FLAGS.rounds, out))
+      rows.append((name,
+                   common.mean_std([s['balanced_accuracy'] for s in summaries]),
+                   common.mean_std([s['minority_accuracy'] for s in summaries]),
+                   *(_improved_fractions(summaries) if improvement else ())))
+      print(f'{name}: {" | ".join(rows[-1][1:])}', flush=True)
   command = ' '.join(['python -m bench.focal_sweep', f'--seeds={FLAGS.seeds}',
-                      f'--rounds={FLAGS.rounds}'])
+                      f'--rounds={FLAGS.rounds}'] +
+                     (['--configs=psi_improvement'] if improvement else []))
+  header = ['configuration', 'balanced accuracy',
+            'minority accuracy (0,1,2,9)']
+  if improvement:
+    header += ['improved share (run\'s reading)', 'improved share (local)']
+  output = FLAGS.output or ('results/focal_psi_improvement.md' if improvement
+                            else 'results/focal_sweep.md')
   common.write_result(
-      FLAGS.output,
+      output,
       'Fed-Focal sweep on unbalanced MNIST (digits 0,1,2,9 at 1:100)',
       command,
       f'Shared flags: `{" ".join(COMMON)}`. Balanced test set of the embedded '
       f'MNIST; minority accuracy is Ac.M over digits 0,1,2,9. Mean ± std over '
       f'seeds 0..{FLAGS.seeds - 1}.',
-      common.markdown_table(
-          ['configuration', 'balanced accuracy',
-           'minority accuracy (0,1,2,9)'], rows),
+      common.markdown_table(header, rows),
       elapsed_s=time.time() - start)
 
 

@@ -79,7 +79,7 @@ FLOOR_TARGET, METHOD_TARGET, FIRST_ROUND_TARGET_S = 1.15, 1.3, 5.0
 
 
 def _source() -> arrays.SourceData:
-  return sources.load_source('embedded_mnist', seed=_SEED)
+  return sources.load_source('embedded_mnist')
 
 
 def _federated(pool: arrays.LabeledArrays, parts: Sequence[np.ndarray],

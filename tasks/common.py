@@ -33,7 +33,6 @@ from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
 from tff_imbalance.data import stats
 from tff_imbalance.learning import registry
-from tff_imbalance.learning import selection
 from tff_imbalance.learning.algorithms import local_only
 from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
@@ -78,9 +77,16 @@ flags.DEFINE_list('focal_alpha', ['1.0'],
 flags.DEFINE_float('psi', 0.8,
                    'fedfocal: share of last round\'s improved clients kept '
                    '(000 eqs. 7-13), in [0, 1]; 0 is uniform sampling.')
-flags.DEFINE_float('validation_fraction', 0.1,
+flags.DEFINE_enum('psi_improvement', 'global', ['global', 'local'],
+                  'fedfocal: a client of round t "improved" (000 eq. 9) when '
+                  'its validation loss under the new global model w^{t+1} '
+                  '(global) or under its own trained model (local) is below '
+                  'its loss under w^t (docs/fedfocal.md).')
+flags.DEFINE_float('validation_fraction', None,
                    'Share of each client\'s examples (per class) held out for '
-                   'local validation.')
+                   'local validation, in [0, 1); default: 0.1 for the '
+                   'algorithms that use one (fedfocal with --psi > 0), none '
+                   'for the others, which ignore the flag.')
 flags.DEFINE_list('minority_classes', None,
                   'Classes averaged into minority_accuracy (Ac.M); default: '
                   'the 30% of classes with the fewest training examples.')
@@ -127,6 +133,10 @@ flags.DEFINE_enum('ratio_weighting', 'per_example', ['per_example', 'as_coded'],
                   'per_example: each example weighted by its class (002 eq. '
                   '11); as_coded: the reference code\'s batch-mean weight '
                   'times CE (NOTES.md sec. 2).')
+flags.DEFINE_enum('ratio_normalize', 'mean', ['mean', 'none'],
+                  'mean: Ratio Loss class weights alpha + beta Ra_i divided by '
+                  'their class mean (finite under client momentum); none: '
+                  '002 eq. 10 as printed.')
 
 # CLIMB (Shen et al. 2022) and Balanced Softmax (Ren et al. 2020).
 flags.DEFINE_float('climb_epsilon', 0.01,
@@ -137,6 +147,13 @@ flags.DEFINE_float('climb_dual_lr', 2.0,
                    'MNIST-LT, 0.1 CIFAR).')
 flags.DEFINE_float('climb_max_dual', 100.0,
                    'CLIMB upper clip of every dual variable (> 0).')
+flags.DEFINE_enum('climb_duals', 'all', ['all', 'cohort'],
+                  'CLIMB dual step on every client\'s loss (all: the official '
+                  'algorithm; every round evaluates all N clients) or on the '
+                  'round\'s cohort only (cohort: for large populations).')
+flags.DEFINE_integer('climb_primal_rounds', 1,
+                     'CLIMB rounds per dual step >= 1 (official code: 5; '
+                     '004 app. C.2: 1).')
 flags.DEFINE_enum('balanced_softmax_prior', 'local', ['local', 'global'],
                   'balanced_softmax: log prior from each client\'s own label '
                   'counts (FedETF) or from the global training counts '
@@ -174,18 +191,25 @@ flags.DEFINE_integer('redgrape_threshold', 8,
                      'with T random samples when the client holds at least T '
                      '(004 eq. 9).')
 
-# CReFF (Shang et al. 2022): --algo=creff (defaults: 004 appendix C.2).
+# CReFF (Shang et al. 2022): --algo=creff (defaults: the CReFF code).
 flags.DEFINE_integer('creff_features_per_class', 100,
                      'CReFF federated features per class (>= 1).')
 flags.DEFINE_integer('creff_match_steps', 100,
                      'CReFF gradient-matching steps per round (>= 1).')
 flags.DEFINE_float('creff_feature_lr', 0.1,
                    'CReFF learning rate of the federated features (> 0).')
-flags.DEFINE_integer('creff_retrain_steps', 300,
-                     'CReFF classifier re-training steps per round (>= 1).')
-flags.DEFINE_float('creff_retrain_lr', None,
-                   'CReFF classifier re-training learning rate (> 0; '
-                   'default: --client_lr, as 004 appendix C.2).')
+flags.DEFINE_integer('creff_retrain_epochs', 300,
+                     'CReFF classifier re-training epochs of mini-batch SGD '
+                     'over the federated features per round (>= 1).')
+flags.DEFINE_integer('creff_retrain_batch_size', 32,
+                     'CReFF re-training mini-batch size (>= 1; at least '
+                     'classes x --creff_features_per_class is full-batch).')
+flags.DEFINE_float('creff_retrain_lr', 0.01,
+                   'CReFF classifier re-training learning rate (> 0; the '
+                   'CReFF code: 0.01; 004 appendix C.2: --client_lr).')
+flags.DEFINE_enum('creff_retrain_init', 'fresh', ['fresh', 'zero'],
+                  'CReFF re-trained classifier start each round: a fresh '
+                  'seeded nn.Linear-style draw (the CReFF code) or zero.')
 
 
 def exit_on_user_error(main: Callable[[Sequence[str]], None]):
@@ -193,6 +217,8 @@ def exit_on_user_error(main: Callable[[Sequence[str]], None]):
 
   The wrapped task also checks the run settings and --output_dir before it
   starts, so that a bad directory is refused before any data is loaded.
+  SIGTERM stops a run as Ctrl-C does: one line on stderr, exit status 143
+  (130 for Ctrl-C), the saved checkpoints kept (`runtime.stop_on_sigterm`).
   """
 
   @functools.wraps(main)
@@ -202,14 +228,98 @@ def exit_on_user_error(main: Callable[[Sequence[str]], None]):
     if not FLAGS['verbosity'].present:
       # TFF logs INFO lines for every model it wraps; keep the output to ours.
       logging.set_verbosity(logging.WARNING)
+    runtime.stop_on_sigterm()
     try:
       _check_output_dir(_run_config())
       main(argv)
     except errors.UserInputError as e:
       print(f'error: {e}', file=sys.stderr)
       sys.exit(2)
+    except KeyboardInterrupt as e:
+      message, status = runtime.stop_report(
+          e, resumable=bool(FLAGS.output_dir and (FLAGS.checkpoint_every or
+                                                  FLAGS.resume)))
+      print(message, file=sys.stderr)
+      sys.exit(status)
 
   return wrapped
+
+
+# The validation share of the algorithms that use one, unless flagged.
+_DEFAULT_VALIDATION_FRACTION = 0.1
+
+
+def set_by_user(flag: str) -> bool:
+  """Whether `--flag` was given a value other than its default.
+
+  A value equal to the default changes nothing; and `--flagfile=DIR/flags.txt`
+  (which records every flag) must not warn about flags the saved run never
+  set.
+  """
+  return FLAGS[flag].present and FLAGS[flag].value != FLAGS[flag].default
+
+
+def warn_inapplicable(scopes: Sequence[tuple[str, bool, str, str]]) -> None:
+  """One stderr line per flag set on the command line that this run ignores.
+
+  Args:
+    scopes: (flag, whether it applies here, this run's setting that makes it
+      moot, where it applies), e.g. ('tau', FLAGS.partition == 'tau',
+      '--partition=dirichlet', '--partition=tau').
+  """
+  for flag, applies, setting, where in scopes:
+    if set_by_user(flag) and not applies:
+      print(f'warning: --{flag} does not apply to {setting} (only to '
+            f'{where}); ignored', file=sys.stderr)
+
+
+def check_values(checks: Sequence[tuple[str, bool, str]]) -> None:
+  """Refuses an invalid flag value whether or not this run uses the flag.
+
+  Args:
+    checks: (flag, whether its value is valid, what it must be), e.g.
+      ('tau', FLAGS.tau > 0, '> 0').
+
+  Raises:
+    errors.UserInputError: naming the first invalid flag.
+  """
+  for flag, valid, requirement in checks:
+    if not valid:
+      raise errors.UserInputError(
+          f'--{flag} must be {requirement} (got {FLAGS[flag].value}).')
+
+
+def _warn_inapplicable_algorithm_flags(
+    config: registry.AlgorithmConfig) -> None:
+  setting = f'--algo={FLAGS.algo}'
+  flag_names = [name for name in _experiment_flags() if set_by_user(name)]
+  warn_inapplicable([(flag, False, setting, where)
+                     for flag, where in registry.inapplicable_flags(
+                         FLAGS.algo, config, flag_names)])
+
+
+def _validation_fraction(config: registry.AlgorithmConfig) -> float:
+  """The per-client validation share: carved only where the algorithm uses it.
+
+  Raises:
+    errors.UserInputError: for a share outside [0, 1), or a zero share where
+      psi selection needs validation losses.
+  """
+  fraction = FLAGS.validation_fraction
+  if fraction is not None:
+    check_values([('validation_fraction', 0 <= fraction < 1,
+                   'in [0, 1), e.g. 0.1')])
+  if not registry.uses_validation(FLAGS.algo, config):
+    return 0.0  # _warn_inapplicable_algorithm_flags says so if it was set.
+  if fraction is None:
+    return _DEFAULT_VALIDATION_FRACTION
+  if fraction == 0:
+    raise errors.UserInputError(
+        f'--validation_fraction=0 leaves --algo={FLAGS.algo} no validation '
+        f'data for psi selection (--psi={FLAGS.psi}); pass a share in (0, 1) '
+        f'(default {_DEFAULT_VALIDATION_FRACTION}) or --psi=0 for uniform '
+        'sampling.')
+  return fraction
 
 
 def _float_list(flag: str, values: Sequence[str]) -> tuple[float, ...]:
@@ -391,12 +501,15 @@ def run_experiment(source: arrays.SourceData,
   """
   config = _run_config()
   _check_output_dir(config)
+  # Every algorithm flag is validated here, whether or not --algo uses it.
+  algorithm_config = _algorithm_config()
+  _warn_inapplicable_algorithm_flags(algorithm_config)
   num_classes = source.num_classes
   stats.validate_labels(source.test.y, num_classes)
   data = federated.build_federated_data(
       source.train, client_partition, num_classes,
-      validation_fraction=FLAGS.validation_fraction, seed=FLAGS.seed,
-      client_ids=client_ids)
+      validation_fraction=_validation_fraction(algorithm_config),
+      seed=FLAGS.seed, client_ids=client_ids)
   train_counts = stats.class_counts(data.train_labels(), num_classes)
   clients_per_round = FLAGS.clients_per_round
   if FLAGS.algo in registry.POOLED_DATA_ALGORITHMS:
@@ -404,18 +517,14 @@ def run_experiment(source: arrays.SourceData,
   if FLAGS.algo in (registry.POOLED_DATA_ALGORITHMS |
                     registry.LOCAL_ONLY_ALGORITHMS):
     clients_per_round = 1  # One model trained on one (virtual) client's data.
-  if FLAGS.algo in registry.PSI_SELECTION_ALGORITHMS:
-    selector = selection.PsiSelector(data.num_clients, FLAGS.clients_per_round,
-                                     FLAGS.psi, FLAGS.seed)
-  else:
-    selector = selection.UniformSelector(data.num_clients,
-                                         clients_per_round, FLAGS.seed)
-  algorithm_config = _algorithm_config()
   context = registry.TaskContext(
       num_classes=num_classes, num_clients=data.num_clients,
       train_class_counts=train_counts, aux_data=server_data)
   model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
                                   num_classes, FLAGS.seed)
+  selector = registry.build_selector(FLAGS.algo, algorithm_config, data,
+                                     clients_per_round, FLAGS.seed,
+                                     model_spec=model_spec)
   minority = _minority_classes(num_classes)
   if FLAGS.workers:
     runtime.set_remote_execution_context(FLAGS.workers)

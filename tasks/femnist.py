@@ -1,10 +1,14 @@
 """FEMNIST: natural writer clients, 62 classes, optionally k-minority.
 
+  python -m tasks.femnist --algo=fedfocal   # the shipped 10-writer sample
   python -m tasks.femnist --algo=fedavg --data_dir=DIR_WITH_LEAF_train_test
 
 Sources: LEAF JSON (`--source=leaf --data_dir=...`, LEAF's `train/` and
-`test/` folders) or TFF's own EMNIST sqlite (`--source=tff
---cache_dir=...`, which reads `<cache_dir>/emnist_all.sqlite`).
+`test/` folders; without `--data_dir`, the real 10-writer LEAF subset shipped
+in the package, `tff_imbalance/data/sources/femnist_sample.py`) or TFF's own
+EMNIST sqlite (`--source=tff --cache_dir=...`, which reads
+`<cache_dir>/emnist_all.sqlite`). The balanced test subset is drawn with a
+fixed seed, never `--seed`.
 """
 
 from absl import app
@@ -20,9 +24,12 @@ from tff_imbalance.data.sources import registry as sources
 FLAGS = flags.FLAGS
 
 flags.DEFINE_enum('source', 'leaf', ['leaf', 'tff'],
-                  'leaf: LEAF JSON from --data_dir; tff: TFF EMNIST sqlite '
-                  'from --cache_dir.')
-flags.DEFINE_string('data_dir', None, 'LEAF FEMNIST directory (train/, test/).')
+                  'leaf: LEAF JSON from --data_dir (default: the 10-writer '
+                  'LEAF sample shipped in the package); tff: TFF EMNIST '
+                  'sqlite from --cache_dir.')
+flags.DEFINE_string('data_dir', None,
+                    'LEAF FEMNIST directory (train/, test/); unset: the '
+                    'shipped sample.')
 flags.DEFINE_string('cache_dir', None,
                     'Directory holding emnist_all.sqlite (TFF source).')
 flags.DEFINE_bool('only_digits', False, 'TFF source: 10 digit classes only.')
@@ -40,14 +47,14 @@ flags.DEFINE_float('minority_ratio', 10.0,
 
 
 def _load():
-  if FLAGS.source == 'leaf':
-    if not FLAGS.data_dir:
-      raise errors.UserInputError(
-          '--data_dir is required with --source=leaf: pass the LEAF FEMNIST '
-          'directory that holds train/ and test/.')
+  # The balanced test subset keeps the loaders' fixed seed, not --seed: the
+  # test set is the same for every run.
+  if FLAGS.source == 'leaf' and not FLAGS.data_dir:
+    source = sources.load_source('femnist_sample',
+                                 max_test_per_class=FLAGS.max_test_per_class)
+  elif FLAGS.source == 'leaf':
     source = sources.load_source('leaf_femnist', data_dir=FLAGS.data_dir,
-                                 max_test_per_class=FLAGS.max_test_per_class,
-                                 seed=FLAGS.seed)
+                                 max_test_per_class=FLAGS.max_test_per_class)
   else:
     if not FLAGS.cache_dir:
       raise errors.UserInputError(
@@ -56,14 +63,27 @@ def _load():
     source = sources.load_source('tff_emnist', cache_dir=FLAGS.cache_dir,
                                  only_digits=FLAGS.only_digits,
                                  max_clients=FLAGS.max_clients,
-                                 max_test_per_class=FLAGS.max_test_per_class,
-                                 seed=FLAGS.seed)
+                                 max_test_per_class=FLAGS.max_test_per_class)
   return source
+
+
+def _check_flags() -> None:
+  """Invalid data flags stop the run even where unused; set but unused ones
+  get a warning (tasks/common.py)."""
+  common.check_values([('minority_ratio', FLAGS.minority_ratio >= 1, '>= 1')])
+  unbalanced = FLAGS.profile == 'unbalanced'
+  common.warn_inapplicable([
+      ('minority_ratio', unbalanced, f'--profile={FLAGS.profile}',
+       '--profile=unbalanced'),
+      ('minority_profile_classes', unbalanced, f'--profile={FLAGS.profile}',
+       '--profile=unbalanced'),
+  ])
 
 
 @common.exit_on_user_error
 def main(argv):
   del argv
+  _check_flags()
   source = _load()
   # The server's auxiliary examples leave the pool before the profile.
   aux = auxiliary.hold_out(source.train.y, source.num_classes,
@@ -77,10 +97,16 @@ def main(argv):
   writer_ids, parts = partition.writer_partition(source.train_writer_ids[kept])
   if FLAGS.max_clients is not None and FLAGS.source == 'leaf':
     writer_ids, parts = writer_ids[:FLAGS.max_clients], parts[:FLAGS.max_clients]
+  client_partition = [kept[p] for p in parts]
+  shipped = FLAGS.source == 'leaf' and not FLAGS.data_dir
   common.run_experiment(
-      source, [kept[p] for p in parts], client_ids=writer_ids,
-      data_summary=dict(source=FLAGS.source, profile=FLAGS.profile,
-                        num_writers=len(writer_ids), **aux.summary()),
+      source, client_partition, client_ids=writer_ids,
+      data_summary=dict(source='leaf_sample' if shipped else FLAGS.source,
+                        profile=FLAGS.profile, num_writers=len(writer_ids),
+                        **aux.summary(),
+                        **partition.composition_summary(
+                            source.train.y, client_partition,
+                            source.num_classes)),
       server_data=aux.server_data(source.train))
 
 

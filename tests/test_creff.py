@@ -36,27 +36,49 @@ def test_matching_loss_is_zero_on_the_real_features_and_decreases():
       real_features, labels, classifier['kernel'], classifier['bias'], 3)
   kernel_gradients = real['values']['kernel']
   matched = tf.constant([1.0, 1.0, 0.0])
-  assert creff.matching_loss(real_features, labels, classifier,
-                             kernel_gradients, matched) < 1e-4
+  assert creff.matching_loss(real_features, classifier, kernel_gradients,
+                             matched) < 1e-4
   start = tf.constant(rng.normal(size=(12, 5)), tf.float32)
   matched_features, before, after = creff.match_features(
-      start, labels, classifier, kernel_gradients, matched, steps=30,
+      start, classifier, kernel_gradients, matched, steps=30,
       learning_rate=0.1)
   assert after < 0.5 * before
   # Class 2 has no real gradient this round: its features do not move.
   np.testing.assert_array_equal(matched_features[8:], start[8:])
 
 
+def test_block_gradients_equal_the_one_hot_class_gradients():
+  rng = np.random.default_rng(2)
+  classifier = _classifier(rng)
+  features = tf.constant(rng.normal(size=(12, 5)), tf.float32)
+  blocked = classifier_gradients.block_class_mean_gradients(
+      features, classifier['kernel'], classifier['bias'], 3)
+  one_hot = classifier_gradients.class_mean_gradients(
+      features, creff.feature_labels(3, 4), classifier['kernel'],
+      classifier['bias'], 3)['values']
+  for name in ('kernel', 'bias'):
+    np.testing.assert_allclose(blocked[name], one_hot[name], rtol=1e-5,
+                               atol=1e-6)
+
+
+def _zero_classifier(dim, classes):
+  return collections.OrderedDict(kernel=tf.zeros([dim, classes]),
+                                 bias=tf.zeros([classes]))
+
+
 def test_retrained_classifier_fits_the_features_and_follows_ce():
   labels = creff.feature_labels(3, 2)
   features = tf.one_hot(labels, 3) * 3.0 + 0.1
-  classifier = creff.retrain_classifier(features, labels, 3, steps=50,
-                                        learning_rate=0.5)
+  seed = tf.constant([0, 1])
+  classifier = creff.retrain_classifier(
+      features, labels, _zero_classifier(3, 3), epochs=50, batch_size=6,
+      learning_rate=0.5, seed=seed)
   logits = features @ classifier['kernel'] + classifier['bias']
   np.testing.assert_array_equal(tf.argmax(logits, axis=1), labels)
-  # One step from zero is one full-batch gradient-descent step on mean CE.
-  one_step = creff.retrain_classifier(features, labels, 3, steps=1,
-                                      learning_rate=0.5)
+  # A batch of all features: one epoch is one gradient step on mean CE.
+  one_step = creff.retrain_classifier(
+      features, labels, _zero_classifier(3, 3), epochs=1, batch_size=6,
+      learning_rate=0.5, seed=seed)
   kernel, bias = tf.Variable(tf.zeros([3, 3])), tf.Variable(tf.zeros([3]))
   with tf.GradientTape() as tape:
     loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
@@ -64,6 +86,75 @@ def test_retrained_classifier_fits_the_features_and_follows_ce():
   g_kernel, g_bias = tape.gradient(loss, [kernel, bias])
   np.testing.assert_allclose(one_step['kernel'], -0.5 * g_kernel, atol=1e-6)
   np.testing.assert_allclose(one_step['bias'], -0.5 * g_bias, atol=1e-6)
+
+
+def _bias_after_updates(updates, learning_rate, classes):
+  # With zero features and every label 0, each mini-batch's gradient is
+  # softmax(b) - e_0 whatever its size and members: b follows this map.
+  bias = np.zeros(classes)
+  for _ in range(updates):
+    probabilities = np.exp(bias) / np.exp(bias).sum()
+    bias = bias - learning_rate * (probabilities - np.eye(classes)[0])
+  return bias
+
+
+def test_retraining_takes_epochs_times_ceil_n_over_b_updates():
+  # N = 10 features, batch 4: ceil(10 / 4) = 3 updates per epoch (the last
+  # batch holds 2), so 2 epochs are 6 SGD updates (the old full-batch
+  # re-training took one per "step").
+  classifier = creff.retrain_classifier(
+      tf.zeros([10, 2]), tf.zeros([10], tf.int64), _zero_classifier(2, 3),
+      epochs=2, batch_size=4, learning_rate=0.5, seed=tf.constant([0, 1]))
+  np.testing.assert_array_equal(classifier['kernel'], 0.0)
+  np.testing.assert_allclose(classifier['bias'], _bias_after_updates(6, 0.5, 3),
+                             rtol=1e-5)
+  for wrong in (2, 5, 7):
+    assert not np.allclose(classifier['bias'],
+                           _bias_after_updates(wrong, 0.5, 3), rtol=1e-3)
+
+
+def test_retraining_is_minibatch_sgd_in_the_seeded_epoch_orders():
+  rng = np.random.default_rng(0)
+  features = rng.normal(size=(7, 4)).astype(np.float32)
+  labels = np.array([0, 0, 1, 1, 1, 2, 2], np.int64)
+  seed = tf.constant([3, 4])
+  initial = creff.fresh_classifier(4, 3, tf.constant([5, 6]))
+  got = creff.retrain_classifier(
+      tf.constant(features), tf.constant(labels), initial, epochs=2,
+      batch_size=3, learning_rate=0.3, seed=seed)
+  # A plain numpy re-implementation over the same epoch orders.
+  kernel = initial['kernel'].numpy().astype(np.float64)
+  bias = initial['bias'].numpy().astype(np.float64)
+  for epoch in range(2):
+    order = creff.epoch_order(7, seed, tf.constant(epoch)).numpy()
+    for start in range(0, 7, 3):
+      x, y = features[order[start:start + 3]], labels[order[start:start + 3]]
+      logits = x @ kernel + bias
+      error = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+      error[np.arange(len(y)), y] -= 1.0
+      kernel -= 0.3 * x.T @ error / len(y)
+      bias -= 0.3 * error.mean(axis=0)
+  np.testing.assert_allclose(got['kernel'], kernel, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(got['bias'], bias, rtol=1e-4, atol=1e-5)
+  # The orders differ across epochs and seeds; the same seed repeats them.
+  orders = [creff.epoch_order(7, s, tf.constant(e)).numpy()
+            for s, e in ((seed, 0), (seed, 1), (tf.constant([3, 5]), 0))]
+  assert len({tuple(o) for o in orders}) == 3
+  again = creff.retrain_classifier(
+      tf.constant(features), tf.constant(labels), initial, epochs=2,
+      batch_size=3, learning_rate=0.3, seed=seed)
+  np.testing.assert_array_equal(got['kernel'], again['kernel'])
+
+
+def test_fresh_classifier_is_a_seeded_nn_linear_draw():
+  first = creff.fresh_classifier(16, 3, tf.constant([1, 2]))
+  bound = 1.0 / np.sqrt(16)
+  for value in first.values():
+    assert np.all(np.abs(value) <= bound) and np.std(value) > 0.1 * bound
+  again = creff.fresh_classifier(16, 3, tf.constant([1, 2]))
+  other = creff.fresh_classifier(16, 3, tf.constant([1, 3]))
+  np.testing.assert_array_equal(first['kernel'], again['kernel'])
+  assert not np.allclose(first['kernel'], other['kernel'])
 
 
 def _data():
@@ -81,7 +172,7 @@ def _data():
 def process_and_data():
   config = registry.AlgorithmConfig(
       client_lr=0.1, creff_features_per_class=5, creff_match_steps=5,
-      creff_retrain_steps=20)
+      creff_retrain_epochs=3, creff_retrain_batch_size=8)
   context = registry.TaskContext(num_classes=NUM_CLASSES,
                                  num_clients=NUM_CLIENTS,
                                  train_class_counts=np.ones(NUM_CLASSES))
@@ -127,8 +218,9 @@ def test_end_to_end_with_the_runner(process_and_data):
 
 @pytest.mark.parametrize('field, value', [
     ('creff_features_per_class', 0), ('creff_match_steps', 0),
-    ('creff_feature_lr', 0.0), ('creff_retrain_steps', 0),
-    ('creff_retrain_lr', -1.0)])
+    ('creff_feature_lr', 0.0), ('creff_retrain_epochs', 0),
+    ('creff_retrain_batch_size', 0), ('creff_retrain_lr', -1.0),
+    ('creff_retrain_init', 'global')])
 def test_bad_flags_name_the_flag(field, value):
   with pytest.raises(errors.UserInputError, match=f'--{field}'):
     registry.AlgorithmConfig(**{field: value})

@@ -46,3 +46,33 @@ def test_round_inputs_shuffle_per_round_and_carry_slots():
                                       with_validation=True)
   assert [int(next(iter(i['slot']))) for i in with_validation] == [0, 1]
   assert sum(len(b["y"]) for b in with_validation[0]["validation"]) == 6
+
+
+def test_every_pass_over_a_round_dataset_gives_the_same_batches():
+  # A client computation may read its data several times in a round
+  # (statistics, then training); a TF shuffle reshuffled on every pass.
+  data = _data()
+  dataset = data.train_dataset(1, round_num=3, local_epochs=2, batch_size=4,
+                               seed=0)
+  passes = [[b['x'][:, 0, 0, 0].numpy().tolist() for b in dataset]
+            for _ in range(3)]
+  assert passes[0] == passes[1] == passes[2]
+
+
+def test_each_local_epoch_is_its_own_seeded_permutation():
+  data = _data()
+  kwargs = dict(round_num=2, local_epochs=2, batch_size=64)
+  [batch] = list(data.train_dataset(0, seed=0, **kwargs))
+  [other_seed] = list(data.train_dataset(0, seed=1, **kwargs))
+  indices = data.train_indices[0]
+  # x of example i is i in every pixel, so x names the pool index.
+  seen = batch['x'][:, 0, 0, 0].numpy().astype(int)
+  first, second = seen[:len(indices)], seen[len(indices):]
+  assert sorted(first) == sorted(second) == sorted(indices.tolist())
+  assert first.tolist() != second.tolist()
+  np.testing.assert_array_equal(batch['y'].numpy(), data.pool.y[seen])
+  assert other_seed['x'][:, 0, 0, 0].numpy().astype(int).tolist() != (
+      seen.tolist())
+  epoch = federated.epoch_order(len(indices), seed=0, client_index=0,
+                                round_num=2, epoch=1)
+  np.testing.assert_array_equal(second, indices[epoch])

@@ -202,3 +202,57 @@ def test_validation_slots_report_each_clients_losses_in_its_slot():
     expected = np.mean(np.concatenate([
         losses.cross_entropy(b['y'], model(b['x'])).numpy() for b in batches]))
     np.testing.assert_allclose(before[k], expected, rtol=1e-5)
+
+
+def _registry_weights(name, config, datasets, rounds):
+  """The global weights after each of `rounds` rounds, the initial first."""
+  process = registry.build_process(name, SPEC, config, CONTEXT)
+  state = process.initialize()
+  weights = [_flat(process.get_model_weights(state))]
+  for _ in range(rounds):
+    state = process.next(state, datasets).state
+    weights.append(_flat(process.get_model_weights(state)))
+  return process, state, weights
+
+
+def test_fedavgm_with_momentum_zero_is_fedavg():
+  datasets, _ = _client_datasets()
+  config = registry.AlgorithmConfig(server_momentum=0.0)
+  _, _, fedavgm = _registry_weights('fedavgm', config, datasets, 2)
+  _, _, fedavg = _registry_weights('fedavg', config, datasets, 2)
+  np.testing.assert_array_equal(fedavgm[-1], fedavg[-1])
+
+
+def test_fedavgm_second_round_adds_momentum_times_the_first_update():
+  """Server SGD with momentum beta and lr 1: v_1 = Delta_1, w_1 = w_0 - v_1;
+  v_2 = beta v_1 + Delta_2, w_2 = w_1 - v_2, where Delta_2 is the FedAvg
+  update from w_1."""
+  beta = 0.9
+  datasets, _ = _client_datasets()
+  config = registry.AlgorithmConfig(server_momentum=beta)
+  _, _, (w0, w1, w2) = _registry_weights('fedavgm', config, datasets, 2)
+  fedavg = registry.build_process('fedavg', SPEC, config, CONTEXT)
+  state = fedavg.next(fedavg.initialize(), datasets).state
+  np.testing.assert_allclose(_flat(fedavg.get_model_weights(state)), w1,
+                             atol=1e-6)  # v_0 = 0: round 1 is FedAvg's.
+  # Delta_2: FedAvg's update from w_1 (the round-1 model, equal above).
+  from_w1 = _flat(fedavg.get_model_weights(fedavg.next(state, datasets).state))
+  delta_1, delta_2 = w0 - w1, w1 - from_w1
+  np.testing.assert_allclose(w2, w1 - (beta * delta_1 + delta_2), atol=1e-5)
+  assert np.linalg.norm(beta * delta_1) > 10 * 1e-5 * np.sqrt(w2.size)
+
+
+def test_fedadam_first_round_is_a_hand_computed_adam_step():
+  """Adam on the pseudo-gradient g = w_0 - FedAvg(w_0): a = (1 - b1) g,
+  p = (1 - b2) g^2, w_1 = w_0 - lr sqrt(1 - b2) / (1 - b1) a / (sqrt(p) +
+  eps) (TFF's bias-corrected form)."""
+  datasets, _ = _client_datasets()
+  config = registry.AlgorithmConfig()  # FedAvg's server lr 1, Adam's 0.01.
+  _, _, (w0, fedavg_w1) = _registry_weights('fedavg', config, datasets, 1)
+  _, _, (_, adam_w1) = _registry_weights('fedadam', config, datasets, 1)
+  g = w0 - fedavg_w1
+  b1, b2, eps = config.adam_beta1, config.adam_beta2, config.adam_epsilon
+  a, p = (1 - b1) * g, (1 - b2) * g * g
+  expected = w0 - 0.01 * np.sqrt(1 - b2) / (1 - b1) * a / (np.sqrt(p) + eps)
+  np.testing.assert_allclose(adam_w1, expected, rtol=1e-4, atol=1e-6)
+  assert not np.allclose(adam_w1, fedavg_w1, atol=1e-4)

@@ -51,6 +51,22 @@ def test_composition_estimate_by_hand():
   np.testing.assert_allclose(unfiltered.numpy(), [25.0, 10.0], rtol=1e-5)
 
 
+def test_weighted_estimate_matches_example_weighted_aggregation():
+  """Client A: 30 class-0 examples, client B: 10 class-1 examples. TFF's
+  weighted mean makes 40 dG = 30 (30 D0) + 10 (10 D1): the update the server
+  applied holds M = (900, 100) weighted examples, which eq. 8's weighted form
+  (S = n = 40, X = sum n_k^2 = 1000) recovers and the unweighted one (S = K,
+  X = n) does not."""
+  global_change = (900.0 * CHANGES[0] + 100.0 * CHANGES[1]) / 40.0
+  _, kept = monitor.class_ratios(CHANGES, 1.25)
+  weighted = monitor.estimate_composition(CHANGES, kept, global_change, 40.0,
+                                          1000.0).numpy()
+  np.testing.assert_allclose(weighted, [900.0, 100.0], rtol=1e-5)
+  unweighted = monitor.estimate_composition(CHANGES, kept, global_change, 2,
+                                            40).numpy()
+  assert not np.allclose(unweighted / unweighted.sum(), [0.9, 0.1], atol=0.05)
+
+
 def test_class_without_usable_component_gets_an_even_share():
   global_change = np.array([[1e3, 1e3], [1e3, 1e3]], np.float32)  # outliers
   _, kept = monitor.class_ratios(CHANGES, 1.25)
@@ -127,7 +143,7 @@ def test_monitor_with_fedavg_is_a_pure_diagnostic(tmp_path):
   with open(out / runner.METRICS_FILE, newline='') as f:
     rows = list(csv.DictReader(f))
   cosines = [float(r['monitor_cosine_similarity']) for r in rows]
-  assert len(cosines) == 2 and all(0.5 < c <= 1.0 + 1e-6 for c in cosines)
+  assert len(cosines) == 2 and all(0.8 < c <= 1.0 + 1e-6 for c in cosines)
   assert monitor.RELEASED == runner.RELEASED_KEY
   released = summary['released']
   assert released['monitor_cosine_similarity']['min'] == pytest.approx(
@@ -146,3 +162,34 @@ def test_monitor_without_aux_data_is_refused():
                                 context.train_class_counts, aux_data=None)
   with pytest.raises(errors.UserInputError, match='--aux_per_class'):
     registry.build_process('fedavg', spec, config, no_aux)
+
+
+def test_monitor_estimate_beats_the_uniform_guess_on_a_two_class_cohort():
+  """A cohort holding only classes 0 and 1 of 4, in clients of unequal size:
+  the uniform guess scores cosine <= 1 / sqrt(2) against any such truth, so
+  the 0.9 threshold only passes an estimate that found the two classes."""
+  rng = np.random.default_rng(1)
+  y = np.concatenate([np.zeros(45), np.ones(15), np.ones(20),
+                      np.repeat(np.arange(4), 6)]).astype(np.int64)
+  x = (rng.random((len(y), 6, 6, 1)) * 0.3 +
+       y[:, None, None, None] / 4).astype(np.float32)
+  pool = arrays.LabeledArrays(x=x, y=y)
+  aux = pool.take(np.arange(80, len(y)))
+  data = federated.build_federated_data(
+      pool, [np.arange(60), np.arange(60, 80)], 4, validation_fraction=0.0,
+      seed=0)
+  context = registry.TaskContext(4, 2, np.bincount(y[:80], minlength=4),
+                                 aux_data=aux)
+  spec = spec_lib.ModelSpec('mlp', (6, 6, 1), 4, seed=0)
+  config = registry.AlgorithmConfig(client_lr=0.05, monitor=True,
+                                    batch_size=8)
+  process = registry.build_process('fedavg', spec, config, context)
+  inputs = data.round_inputs([0, 1], round_num=1, local_epochs=1,
+                             batch_size=8, seed=0, with_validation=False)
+  released = process.next(process.initialize(), inputs).metrics['released']
+  # The example-weighted truth: 60 (45, 15) + 20 (0, 20) = (2700, 1300).
+  np.testing.assert_allclose(released['monitor_true_composition'],
+                             [2700 / 4000, 1300 / 4000, 0.0, 0.0], rtol=1e-5)
+  uniform = monitor.cosine_similarity(np.ones(4), [2700, 1300, 0, 0]).numpy()
+  assert uniform < 0.71
+  assert released['monitor_cosine_similarity'] > 0.9

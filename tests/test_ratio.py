@@ -1,6 +1,7 @@
 """Ratio Loss (002 eqs. 10-11): per-example class weights, broadcast weights,
 the detection stage, and the task end to end."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -56,6 +57,7 @@ def test_as_coded_weighting_is_batch_mean_weight_times_ce():
     ('ratio_beta', -0.1, '--ratio_beta'),
     ('ratio_start_round', 0, '--ratio_start_round'),
     ('ratio_weighting', 'bogus', '--ratio_weighting'),
+    ('ratio_normalize', 'max', '--ratio_normalize'),
 ])
 def test_bad_ratio_flags_are_named(field, value, flag):
   with pytest.raises(errors.UserInputError, match=flag):
@@ -107,7 +109,8 @@ def test_class_weights_reach_the_clients_from_the_start_round():
                for _, o in outputs]
   np.testing.assert_array_equal(broadcast[0], np.ones(4))  # before round 2
   ratios = np.asarray(outputs[1][1].metrics['released']['monitor_ratio'])
-  np.testing.assert_allclose(broadcast[1], 1.0 + beta * ratios, rtol=1e-6)
+  raw = 1.0 + beta * ratios
+  np.testing.assert_allclose(broadcast[1], raw / raw.mean(), rtol=1e-6)
   assert np.ptp(broadcast[1]) > 0.1
   # With a tiny learning rate the clients' mean training loss is the mean of
   # w_y * CE under the received model: the broadcast weights were used.
@@ -117,7 +120,70 @@ def test_class_weights_reach_the_clients_from_the_start_round():
     weighted = np.mean(class_weights[trained.y] * ce)
     reported = float(output.metrics['client_work']['train']['loss'])
     assert reported == pytest.approx(weighted, rel=2e-3)
-  assert weighted > 1.05 * np.mean(ce)
+  assert abs(weighted - np.mean(ce)) > 0.05 * np.mean(ce)
+
+
+def _skewed_problem():
+  rng = np.random.default_rng(0)
+  y = rng.choice(4, 200, p=[0.6, 0.25, 0.1, 0.05]).astype(np.int64)
+  x = (rng.random((200, 6, 6, 1)) * 0.3 + y[:, None, None, None] / 4).astype(
+      np.float32)
+  split = auxiliary.hold_out(y, 4, per_class=5, seed=0)
+  pool = arrays.LabeledArrays(x=x, y=y)
+  # Unequal clients: TFF's weighted mean differs from the unweighted one.
+  clients = np.split(split.remaining, [30, 90])
+  data = federated.build_federated_data(pool, clients, 4,
+                                        validation_fraction=0.0, seed=0)
+  context = registry.TaskContext(4, 3, np.bincount(y, minlength=4),
+                                 aux_data=split.server_data(pool))
+  return data, context
+
+
+def _run(name, config, data, context, rounds):
+  spec = spec_lib.ModelSpec('mlp', (6, 6, 1), 4, seed=0)
+  process = registry.build_process(name, spec, config, context)
+  state, outputs = process.initialize(), []
+  for round_num in range(1, rounds + 1):
+    output = process.next(state, data.round_inputs(
+        [0, 1, 2], round_num=round_num, local_epochs=1, batch_size=16,
+        seed=0, with_validation=False))
+    state = output.state
+    outputs.append(output)
+  weights = process.get_model_weights(state)
+  return np.concatenate([np.ravel(w) for w in weights.trainable]), outputs
+
+
+@pytest.mark.parametrize('normalize', ['mean', 'none'])
+def test_ratio_with_beta_zero_is_fedavg(normalize):
+  data, context = _skewed_problem()
+  config = registry.AlgorithmConfig(client_lr=0.05, batch_size=16,
+                                    ratio_beta=0.0, ratio_normalize=normalize)
+  ratio_weights, _ = _run('ratio', config, data, context, 2)
+  fedavg_weights, _ = _run('fedavg', config, data, context, 2)
+  np.testing.assert_allclose(ratio_weights, fedavg_weights, atol=1e-6)
+  with_beta, _ = _run('ratio', dataclasses.replace(config, ratio_beta=1.0),
+                      data, context, 2)
+  assert not np.allclose(with_beta, fedavg_weights, atol=1e-4)
+
+
+def test_class_weights_stay_bounded_and_ordered_under_client_momentum():
+  """Client momentum 0.9 with a large step: the normalised weights keep mean
+  1 (so at most C), follow Ra's order, and the clients' loss stays finite."""
+  data, context = _skewed_problem()
+  config = registry.AlgorithmConfig(client_lr=0.5, client_momentum=0.9,
+                                    batch_size=16, ratio_beta=1.0)
+  weights, outputs = _run('ratio', config, data, context, 4)
+  assert np.all(np.isfinite(weights))
+  for output in outputs:
+    class_weights = np.asarray(
+        output.state['inner'].client_work['broadcast'])
+    ratios = np.asarray(output.metrics['released']['monitor_ratio'])
+    assert np.all(np.isfinite(class_weights))
+    assert class_weights.mean() == pytest.approx(1.0, rel=1e-5)
+    assert class_weights.max() <= 4.0
+    np.testing.assert_array_equal(np.argsort(class_weights, kind='stable'),
+                                  np.argsort(ratios, kind='stable'))
+    assert np.isfinite(float(output.metrics['client_work']['train']['loss']))
 
 
 def test_ratio_runs_through_the_task(tmp_path):

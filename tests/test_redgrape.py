@@ -81,6 +81,82 @@ def test_rebalancing_gradient_mixes_real_and_prototypes_eq12_and_eq13():
   np.testing.assert_allclose(scaled, [0.3, 0.4], rtol=1e-6)
 
 
+def test_norm_matching_is_one_norm_over_kernel_and_bias():
+  g_bal = collections.OrderedDict(kernel=tf.constant([3.0, 0.0]),
+                                  bias=tf.constant([4.0]))
+  g_local = collections.OrderedDict(kernel=tf.constant([0.0, 10.0]),
+                                    bias=tf.constant([0.0]))
+  scaled = redgrape_work._norm_matched(g_bal, g_local)
+  # ||g_bal|| = 5 and ||g_local|| = 10 over W as one vector: g_bal doubles,
+  # direction kept (per tensor, the bias would be scaled to 0).
+  np.testing.assert_allclose(scaled['kernel'], [6.0, 0.0], rtol=1e-6)
+  np.testing.assert_allclose(scaled['bias'], [8.0], rtol=1e-6)
+
+
+def _mean_ce_gradients(model, x, y):
+  with tf.GradientTape() as tape:
+    loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+        y, model(x), from_logits=True))
+  return tape.gradient(loss, model.trainable_variables)
+
+
+def _classifier_gradient(model, x, y):
+  """Mean CE gradient of W = (kernel, bias) alone, features held fixed."""
+  return [g.numpy() for g in _mean_ce_gradients(model, x, y)[-2:]]
+
+
+def _rebalancing_gradient(model, x, y, eligible):
+  # Eq. 12 in round 1: (1/C) sum over the eligible classes, no prototypes.
+  parts = [_classifier_gradient(model, x[y == c], y[y == c])
+           for c in eligible]
+  return [sum(p[i] for p in parts) / NUM_CLASSES for i in range(2)]
+
+
+def _norm(tensors):
+  return np.sqrt(sum(np.sum(t.astype(np.float64) ** 2) for t in tensors))
+
+
+def test_one_step_rebalances_at_the_pre_step_parameters_eq9_eq13(runs):
+  # One client, one batch, plain SGD, round 1: classes 0 and 1 reach T = 3,
+  # class 2 (one example) and class 3 (none) do not and have no prototype.
+  rng = np.random.default_rng(1)
+  y = np.array([0, 1, 0, 2, 1, 0, 1], np.int64)
+  x = (rng.random((7, 6, 6, 1)) + y[:, None, None, None]).astype(np.float32)
+  lr, strength = 0.1, 0.1  # _config(0.1), the process of `runs`.
+  process = runs['process']
+  state = process.initialize()
+  model = SPEC.build_keras()
+  process.get_model_weights(state).assign_weights_to(model)
+  dataset = tf.data.Dataset.from_tensor_slices(
+      collections.OrderedDict(x=x, y=y)).batch(8)
+  got = process.get_model_weights(process.next(state, [dataset]).state)
+
+  # W_hat starts at zero: the two-stream step is the plain model's CE step.
+  initial = [v.numpy() for v in model.trainable_variables]
+  g_local = [g.numpy() for g in _mean_ce_gradients(model, x, y)]
+  stepped = [w - lr * g for w, g in zip(initial, g_local)]
+  g_bal_pre = _rebalancing_gradient(model, x, y, eligible=(0, 1))
+  for variable, value in zip(model.trainable_variables, stepped):
+    variable.assign(value)
+  g_bal_post = _rebalancing_gradient(model, x, y, eligible=(0, 1))
+
+  def rebalanced(g_bal, per_tensor=False):
+    return [w - lr * strength * g * (
+        _norm([gl]) / _norm([g]) if per_tensor else
+        _norm(g_local[-2:]) / _norm(g_bal))
+            for w, g, gl in zip(stepped[-2:], g_bal, g_local[-2:])]
+
+  expected = rebalanced(g_bal_pre)
+  np.testing.assert_allclose(got.trainable[0], stepped[0], atol=1e-6)
+  for got_w, want in zip(got.trainable[-2:], expected):
+    np.testing.assert_allclose(got_w, want, rtol=1e-5, atol=1e-6)
+  # Each alternative is far outside that tolerance: the step at the
+  # post-step parameters, per-tensor norms, no re-balancing in round 1.
+  for other in (rebalanced(g_bal_post), rebalanced(g_bal_pre, True),
+                stepped[-2:]):
+    assert max(np.max(np.abs(o - e)) for o, e in zip(other, expected)) > 1e-4
+
+
 def _data():
   rng = np.random.default_rng(0)
   # Client 2 never holds class 3, so prototypes of absent classes matter.
@@ -162,14 +238,14 @@ def test_lambda_zero_is_fedavg_with_a_two_stream_head(runs):
                                atol=1e-6)
 
 
-def test_rebalancing_starts_once_prototypes_exist(runs):
+def test_rebalancing_from_round_one(runs):
   rebalanced, metrics = runs['rebalanced']
   plain_head, _ = runs['plain_head']
-  # Round 1: no global prototypes yet, so no re-balancing step.
-  np.testing.assert_allclose(_flat(rebalanced[0]), _flat(plain_head[0]),
-                             rtol=1e-6, atol=1e-7)
-  # Round 2 has the round-1 prototypes and re-balances W.
-  assert not np.allclose(_flat(rebalanced[1]), _flat(plain_head[1]))
+  # Round 1 has no global prototypes, but every client holds classes with at
+  # least T examples: eq. 12's balanced-set part re-balances W already.
+  for round_num in range(2):
+    assert not np.allclose(_flat(rebalanced[round_num]),
+                           _flat(plain_head[round_num]))
   report = metrics[0]['client_work']['round_report']['extension']
   np.testing.assert_array_equal(report['mask'], [1, 1, 1, 1])
   assert np.abs(report['values']['kernel']).sum() > 0

@@ -182,7 +182,8 @@ def test_checkpoint_round_trip_is_exact(task, tmp_path):
   template = _template(task)
   saved = checkpointing.RunState(
       round_num=7, process_state=template.process_state,
-      selector_state={'last_cohort': np.array([4, 0, 2])},
+      selector_state=dict(template.selector_state,
+                          last_cohort=np.array([4, 0, 2])),
       measurements=template.measurements,
       history=[{'round': 5, 'balanced_accuracy': 0.1 + 0.2,
                 'per_class_accuracy': [None, 0.5]}])

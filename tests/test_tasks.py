@@ -13,6 +13,8 @@ import sys
 import numpy as np
 import pytest
 
+from tff_imbalance.data.sources import registry as sources
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--model=mlp', '--rounds=2', '--eval_every=1', '--local_epochs=1',
         '--batch_size=16']
@@ -94,12 +96,47 @@ def test_local_training_task_reports_over_writers(tmp_path):
     ('mnist_lt', ['--algo=fedfocal', '--psi=1.5'], '--psi'),
     ('mnist_lt', ['--loss=focal', '--focal_gamma=-1'], '--focal_gamma'),
     ('mnist_lt', ['--algo=climb', '--climb_dual_lr=0'], '--climb_dual_lr'),
+    # Invalid values stop the run even where the flag does not apply.
+    ('mnist_lt', ['--partition=dirichlet', '--tau=0'], '--tau'),
+    ('mnist_lt', ['--algo=fedavg', '--psi=1.5'], '--psi'),
+    ('mnist_lt', ['--algo=fedavg', '--validation_fraction=1'],
+     '--validation_fraction'),
+    # psi selection without validation data would silently sample uniformly.
+    ('mnist_lt', ['--algo=fedfocal', '--validation_fraction=0'],
+     '--validation_fraction=0'),
 ])
 def test_bad_input_stops_with_one_clear_message(task, flags, expected):
   result = _run(task, *TINY, *flags)
   assert result.returncode != 0
   assert expected in result.stderr
   assert 'Traceback' not in result.stderr
+
+
+def test_unused_flags_warn_and_no_validation_split_without_psi(tmp_path):
+  """Flags that do not apply warn once each; FedAvg keeps all its data."""
+  result = _run('mnist_lt', *TINY, '--rounds=1', '--algo=fedavg',
+                '--profile=none', '--partition=iid', '--num_clients=4',
+                '--clients_per_round=2', '--validation_fraction=0.5',
+                '--tau=3', '--psi=0.5', '--climb_epsilon=0.2',
+                '--focal_gamma=3', f'--output_dir={tmp_path / "run"}')
+  assert result.returncode == 0, result.stderr
+  warnings = [line for line in result.stderr.splitlines()
+              if line.startswith('warning: ')]
+  assert sorted(line.split()[1] for line in warnings) == [
+      '--climb_epsilon', '--focal_gamma', '--psi', '--tau',
+      '--validation_fraction']
+  assert all(line.endswith('; ignored') for line in warnings)
+  summary = json.loads((tmp_path / 'run' / 'summary.json').read_text())
+  # No validation split carved: every non-auxiliary example trains.
+  pool = sources.load_source('embedded_mnist').train
+  assert sum(summary['train_class_counts']) == len(pool.y) - 32 * 10
+  # flags.txt records every flag, defaults included; rerunning it warns about
+  # the same five flags, not about every other method's defaults.
+  rerun = _run('mnist_lt', f'--flagfile={tmp_path / "run" / "flags.txt"}',
+               f'--output_dir={tmp_path / "rerun"}')
+  assert rerun.returncode == 0, rerun.stderr
+  assert [line for line in rerun.stderr.splitlines()
+          if line.startswith('warning: ')] == warnings
 
 
 def test_malformed_leaf_file_is_named(tmp_path):

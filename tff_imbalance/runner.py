@@ -75,6 +75,10 @@ class Selector(Protocol):
   def set_state(self, state: dict[str, Any]) -> None:
     """Restores a state from `get_state` (values may come back as arrays)."""
 
+  # Optional: `observe_round(round_num, cohort, measurements, model_weights)`,
+  # called after each round with the new global weights (psi selection learns
+  # there), and `summary() -> dict`, written to summary.json as `selection`.
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -148,9 +152,22 @@ def wants_client_index(
   """Whether the process's client data asks for each client's population
   index (a `federated.CLIENT_INDEX` field): the process declares its inputs,
   the runner stays algorithm-agnostic."""
+  return _client_data_has(process, federated.CLIENT_INDEX)
+
+
+def wants_population(
+    process: tff.learning.templates.LearningProcess) -> bool:
+  """Whether the process's client data asks for every client of the
+  population each round (a `federated.EVALUATION` field: CLIMB's dual step
+  evaluates every client; see `FederatedData.round_inputs`)."""
+  return _client_data_has(process, federated.EVALUATION)
+
+
+def _client_data_has(process: tff.learning.templates.LearningProcess,
+                     field: str) -> bool:
   client_data_type = process.next.type_signature.parameter[1].member
   return isinstance(client_data_type, tff.StructType) and any(
-      name == federated.CLIENT_INDEX
+      name == field
       for name, _ in tff.structure.iter_elements(client_data_type))
 
 
@@ -441,6 +458,8 @@ def run(process: tff.learning.templates.LearningProcess,
     if writer is not None:
       writer.close()
   summary = _summary(progress.history, config, extra_summary)
+  if hasattr(selector, 'summary'):
+    summary['selection'] = selector.summary()
   released = _released_values(progress.measurements)
   if released:
     summary[RELEASED_KEY] = _released_summary(
@@ -467,10 +486,17 @@ def _run_round(round_num: int,
       client_indices, round_num=round_num, local_epochs=config.local_epochs,
       batch_size=config.batch_size, seed=config.seed,
       with_validation=selector.needs_validation,
-      with_client_index=wants_client_index(process))
+      with_client_index=wants_client_index(process),
+      with_population=wants_population(process))
   start = time.monotonic()
   output = process.next(progress.process_state, inputs)
   seconds = time.monotonic() - start
+  observe = getattr(selector, 'observe_round', None)
+  if observe is not None:
+    # Before the state is saved: what the selector learns from this round
+    # (psi selection's improved clients) is part of its checkpointed state.
+    observe(round_num, client_indices, output.metrics,
+            process.get_model_weights(output.state))
   row = dict(round=round_num, round_seconds=round(seconds, 4),
              **_train_metrics(output.metrics),
              clients=' '.join(str(int(k)) for k in client_indices))

@@ -9,9 +9,18 @@ leave the worker alive holding our stdout, which hangs pipes and test runners.
 
 Importing this module replaces that default with an equivalent context whose
 worker we start lazily (on the first computation) and stop from an `atexit`
-hook while Python is still whole. `set_local_execution_context` chooses the
-setting that matters for speed (measured on 2 cores, see DESIGN.md):
-`max_concurrent_computation_calls` about the core count.
+hook while Python is still whole. A run that dies without running `atexit`
+(SIGKILL, a crash) takes its worker with it: on Linux the worker is started
+with PR_SET_PDEATHSIG = SIGKILL, from one thread that lives as long as the
+process (the kernel sends the signal when the *thread* that forked the child
+ends, and TFF runs computations, hence our lazy start, on its own event-loop
+thread). Elsewhere that guarantee is absent and only `atexit` stops it.
+`stop_on_sigterm` (installed by the task programs, not at import) makes
+SIGTERM, what schedulers send, stop a run like Ctrl-C.
+
+`set_local_execution_context` chooses the setting that matters for speed
+(measured on 2 cores, see DESIGN.md): `max_concurrent_computation_calls`
+about the core count.
 
 `set_remote_execution_context` runs the same computations on workers started
 elsewhere (`python -m tff_imbalance.worker --port=N`): TFF's mergeable context
@@ -31,12 +40,16 @@ TFF's source and checked here, are enforced with one clear message each:
 """
 
 import atexit
+from concurrent import futures
+import ctypes
 import os
+import queue
 import signal
 import subprocess
+import sys
 import threading
 import time
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
 import grpc
@@ -52,6 +65,10 @@ _GRPC_CHANNEL_OPTIONS = (
     ('grpc.max_send_message_length', _GRPC_MAX_MESSAGE_BYTES),
 )
 _WORKER_START_TIMEOUT_SECONDS = 60.0
+# An idle worker exits on SIGINT within milliseconds; one stopped mid-round
+# (a run interrupted by Ctrl-C or SIGTERM) was still running 10 s later, so
+# it gets SIGKILL after this grace (it holds nothing worth saving).
+_WORKER_STOP_GRACE_SECONDS = 2.0
 # The worker logs grappler INFO lines for every computation; TF's own import
 # resets TF_CPP_MIN_LOG_LEVEL to 1 in our process, so set the child's level.
 _WORKER_LOG_LEVEL = '2'
@@ -79,13 +96,86 @@ def worker_environment() -> dict[str, str]:
   return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': _WORKER_LOG_LEVEL}
 
 
+# prctl(2) option: the signal a child gets when the thread that forked it ends.
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal_fn() -> Optional[Callable[[], None]]:
+  """A `preexec_fn` that SIGKILLs the child when its parent dies (Linux).
+
+  Returns None elsewhere, or where libc has no `prctl`.
+
+  libc's `prctl` is looked up here, in the parent: loading a library in the
+  child of a threaded process could wait forever on a lock that another
+  thread held at the fork.
+  """
+  if not sys.platform.startswith('linux'):
+    return None
+  try:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+  except (OSError, AttributeError):
+    logging.warning('No prctl in libc: a killed run may leave its TFF worker '
+                    'running.')
+    return None
+  prctl.argtypes = (ctypes.c_int, ctypes.c_ulong)
+  parent = os.getpid()
+
+  def set_parent_death_signal() -> None:
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    # The parent may have died between fork and prctl; the signal would then
+    # never come.
+    if os.getppid() != parent:
+      os._exit(1)  # pylint: disable=protected-access
+
+  return set_parent_death_signal
+
+
+class _Spawner:
+  """Starts child processes from one daemon thread that never ends.
+
+  A child's PR_SET_PDEATHSIG fires when the thread that forked it ends, so
+  the worker must not be forked from TFF's event-loop thread or a test's
+  thread pool; a daemon thread lives until the process itself exits (after
+  our `atexit` hooks have stopped the worker gracefully).
+  """
+
+  def __init__(self):
+    self._requests: queue.SimpleQueue = queue.SimpleQueue()
+    self._thread: Optional[threading.Thread] = None
+    self._lock = threading.Lock()
+
+  def popen(self, command: Sequence[str], **kwargs: Any) -> subprocess.Popen:
+    """`subprocess.Popen(command, **kwargs)`, tied to this process's life."""
+    with self._lock:
+      # A fork of this process (e.g. multiprocessing) has no such thread.
+      if self._thread is None or not self._thread.is_alive():
+        self._thread = threading.Thread(target=self._serve, daemon=True,
+                                        name='tff-worker-spawner')
+        self._thread.start()
+    started = futures.Future()
+    self._requests.put((started, command, kwargs))
+    return started.result()
+
+  def _serve(self) -> None:
+    while True:
+      started, command, kwargs = self._requests.get()
+      try:
+        started.set_result(subprocess.Popen(
+            command, preexec_fn=_parent_death_signal_fn(), **kwargs))
+      except BaseException as e:  # pylint: disable=broad-except
+        started.set_exception(e)  # Raised in the caller's thread.
+
+
+_SPAWNER = _Spawner()
+
+
 class LocalWorker:
   """One `worker_binary` child process serving on a loopback port."""
 
   def __init__(self, max_concurrent_computation_calls: int):
     self.port = portpicker.pick_unused_port()
     self.max_concurrent_computation_calls = max_concurrent_computation_calls
-    self._process: Optional[subprocess.Popen] = subprocess.Popen(
+    self._process: Optional[subprocess.Popen] = _SPAWNER.popen(
         worker_command(self.port, max_concurrent_computation_calls),
         # Never let the worker inherit our stdout: a reader of our pipe would
         # wait on it after we exit. Its stderr carries real errors; keep it.
@@ -98,6 +188,11 @@ class LocalWorker:
                                     _GRPC_CHANNEL_OPTIONS)
     self.stub = tff.framework.RemoteExecutorGrpcStub(channel)
     self._wait_until_ready()
+
+  @property
+  def pid(self) -> Optional[int]:
+    """The worker's process id; None once stopped."""
+    return None if self._process is None else self._process.pid
 
   def _wait_until_ready(self) -> None:
     deadline = time.monotonic() + _WORKER_START_TIMEOUT_SECONDS
@@ -116,7 +211,7 @@ class LocalWorker:
       return
     process.send_signal(signal.SIGINT)
     try:
-      process.wait(timeout=10)
+      process.wait(timeout=_WORKER_STOP_GRACE_SECONDS)
     except subprocess.TimeoutExpired:
       process.kill()
       process.wait()
@@ -184,6 +279,63 @@ def set_local_execution_context(
   _ACTIVE_WORKER = _LazyWorker(max_concurrent_computation_calls)
   tff.framework.get_context_stack().set_default_context(
       _context_for_worker(_ACTIVE_WORKER))
+
+
+class Terminated(KeyboardInterrupt):
+  """SIGTERM arrived; a `KeyboardInterrupt`, so the run stops as after Ctrl-C.
+
+  Being no `Exception`, it passes the `except Exception` blocks on its way
+  out (a checkpoint that cannot be read falls back to an older one, not a
+  stop that arrives meanwhile).
+  """
+
+
+# Exit statuses of a shell for a process ended by these signals (128 + n).
+_SIGINT_STATUS = 128 + signal.SIGINT
+_SIGTERM_STATUS = 128 + signal.SIGTERM
+
+
+def _raise_terminated(signum, frame) -> None:
+  del signum, frame  # The handler's signature; the exception says it all.
+  # A scheduler may repeat SIGTERM before its SIGKILL: let the first stop
+  # finish (results closed, worker stopped) instead of interrupting it.
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  raise Terminated()
+
+
+def stop_on_sigterm() -> None:
+  """Makes SIGTERM raise `Terminated` in the main thread, as Ctrl-C does.
+
+  A run then stops between two Python steps: the checkpoints already saved
+  stay (a save cut short leaves only a temporary directory that is never
+  loaded, see `checkpointing`), and the `atexit` hook stops the worker. Call
+  it from the main thread of a program, not from library code.
+  """
+  signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def stop_report(interrupt: KeyboardInterrupt,
+                resumable: bool) -> tuple[str, int]:
+  """The line for stderr and the exit status of a run stopped by a signal.
+
+  Args:
+    interrupt: `Terminated` for SIGTERM, any other `KeyboardInterrupt` for
+      Ctrl-C (SIGINT).
+    resumable: whether the run keeps checkpoints to resume from.
+
+  Returns:
+    `(message, status)`, status 143 for SIGTERM and 130 for SIGINT, what a
+    shell reports for a process that these signals ended.
+  """
+  if isinstance(interrupt, Terminated):
+    name, status = 'SIGTERM', _SIGTERM_STATUS
+  else:
+    name, status = 'Ctrl-C (SIGINT)', _SIGINT_STATUS
+  if resumable:
+    return (f'stopped by {name}; the checkpoints are kept: resume with '
+            '--resume.', status)
+  return (f'stopped by {name}; nothing to resume (no --checkpoint_every).',
+          status)
 
 
 # Replacing TFF's import-time default context drops its ServiceManager now,

@@ -2,9 +2,12 @@
 
 A `FederatedData` holds the training pool once and, per client, index arrays
 into it for a training and a validation split; it never copies images until a
-round asks for a client's dataset. Local shuffling is seeded by
-(seed, round, client) so that a run is reproducible and every round still sees
-a fresh order.
+round asks for a client's dataset. The order of a client's training examples
+in each local epoch is a numpy permutation drawn from
+(seed, round, client, epoch) before the dataset is built: the dataset itself
+holds no random op, so every pass over it gives the same batches (a client
+computation may read its data several times in a round), a run repeats bit
+for bit, and every round and epoch still sees a fresh order.
 """
 
 import collections
@@ -23,6 +26,9 @@ tff = compat.tff
 # The client-data key of a client's index in the population (see
 # `FederatedData.round_inputs`).
 CLIENT_INDEX = 'client_index'
+# The client-data key of a client's training examples for evaluating the
+# received model (one pass; see `FederatedData.round_inputs`).
+EVALUATION = 'evaluation'
 
 
 def derived_seed(*parts: int) -> int:
@@ -64,18 +70,32 @@ class FederatedData:
   def train_dataset(self, client_index: int, *, round_num: int,
                     local_epochs: int, batch_size: int,
                     seed: int) -> tf.data.Dataset:
-    """The batched local-training dataset of one client for one round."""
+    """The batched local-training dataset of one client for one round.
+
+    Local epoch e visits the client's examples in the order
+    `epoch_order(len, seed=seed, round_num=round_num, client_index=k,
+    epoch=e)`; the `local_epochs` orders are concatenated and then batched, so
+    a batch may span two epochs (as `repeat(E).batch(B)` does). The examples
+    are stored once and each batch is a `gather` by index, not E copies.
+
+    A TF `shuffle` would not do: with `reshuffle_each_iteration` every new
+    iterator takes the next seed of the dataset's seed generator, and inside a
+    client's `tf.function` the order in which two passes (statistics, then
+    training) start is not fixed, so such a client saw a random one of
+    several orders.
+    """
     examples = self.pool.take(self.train_indices[client_index])
-    dataset = _examples_dataset(examples)
-    dataset = dataset.shuffle(
-        len(examples), seed=derived_seed(seed, round_num, client_index),
-        reshuffle_each_iteration=True)
-    return dataset.repeat(local_epochs).batch(batch_size)
+    order = np.concatenate([
+        epoch_order(len(examples), seed=seed, round_num=round_num,
+                    client_index=client_index, epoch=epoch)
+        for epoch in range(local_epochs)])
+    return _gathered_batches(examples, order, batch_size)
 
   def round_inputs(self, client_indices: Sequence[int], *, round_num: int,
                    local_epochs: int, batch_size: int, seed: int,
                    with_validation: bool,
-                   with_client_index: bool = False) -> list:
+                   with_client_index: bool = False,
+                   with_population: bool = False) -> list:
     """What `process.next` takes for a cohort, in cohort order.
 
     Plain training datasets; or per client `OrderedDict(train, ...)` with,
@@ -84,24 +104,58 @@ class FederatedData:
     selection) and, `with_client_index`, `client_index` (its index in the
     population, for per-client server state such as CLIMB's duals); both
     indices are one-element int32 datasets.
+
+    `with_population` (CLIMB's dual step, which reads every client's loss):
+    every client of the population instead, in index order, those outside
+    `client_indices` with an empty `train` dataset (they train on nothing and
+    carry aggregation weight 0), each with `client_index` and `evaluation`,
+    its training examples in one pass in stored order. Every call then has
+    exactly N clients, which TFF's worker needs (one executor per distinct
+    number of clients would leak memory).
     """
+    if with_population and with_validation:
+      raise ValueError('with_population gives no cohort slots; it does not '
+                       'combine with with_validation.')
+    cohort = [int(k) for k in client_indices]
+    members = range(self.num_clients) if with_population else cohort
+    training = set(cohort)
+    with_client_index = with_client_index or with_population
     inputs = []
-    for slot, k in enumerate(client_indices):
-      train = self.train_dataset(int(k), round_num=round_num,
-                                 local_epochs=local_epochs,
-                                 batch_size=batch_size, seed=seed)
+    for slot, k in enumerate(members):
+      if k in training:
+        train = self.train_dataset(k, round_num=round_num,
+                                   local_epochs=local_epochs,
+                                   batch_size=batch_size, seed=seed)
+      else:
+        train = _gathered_batches(self.pool.take(np.zeros([0], np.int64)),
+                                  np.zeros([0], np.int64), batch_size)
       if not (with_validation or with_client_index):
         inputs.append(train)
         continue
       client_input = collections.OrderedDict(train=train)
       if with_validation:
-        client_input['validation'] = self.validation_dataset(int(k),
-                                                             batch_size)
-        client_input['slot'] = tf.data.Dataset.from_tensors(np.int32(slot))
+        client_input.update(self._validation_input(int(k), slot, batch_size))
+      if with_population:
+        client_input[EVALUATION] = _examples_dataset(
+            self.pool.take(self.train_indices[k])).batch(batch_size)
       if with_client_index:
         client_input[CLIENT_INDEX] = tf.data.Dataset.from_tensors(np.int32(k))
       inputs.append(client_input)
     return inputs
+
+  def validation_inputs(self, client_indices: Sequence[int],
+                        batch_size: int) -> list:
+    """Per client `OrderedDict(validation, slot)`, in cohort order: the
+    validation half of `round_inputs(..., with_validation=True)` (psi
+    selection's evaluation of a new global model on last round's cohort)."""
+    return [self._validation_input(int(k), slot, batch_size)
+            for slot, k in enumerate(client_indices)]
+
+  def _validation_input(self, client_index: int, slot: int,
+                        batch_size: int) -> collections.OrderedDict:
+    return collections.OrderedDict(
+        validation=self.validation_dataset(client_index, batch_size),
+        slot=tf.data.Dataset.from_tensors(np.int32(slot)))
 
   def pooled(self) -> 'FederatedData':
     """One virtual client holding every client's training and validation
@@ -133,6 +187,36 @@ class FederatedData:
 
     return tff.simulation.datasets.ClientData.from_clients_and_tf_fn(
         list(self.client_ids), dataset_for_client)
+
+
+def epoch_order(num_examples: int, *, seed: int, round_num: int,
+                client_index: int, epoch: int) -> np.ndarray:
+  """The order of a client's examples in one local epoch of one round.
+
+  Args:
+    num_examples: the client's number of training examples n.
+    seed: the run's seed.
+    round_num: the round (1-based).
+    client_index: the client's index in the population.
+    epoch: the local epoch (0-based).
+
+  Returns:
+    A permutation of range(n) (int64), a pure function of the arguments.
+  """
+  rng = np.random.default_rng([seed, round_num, client_index, epoch])
+  return rng.permutation(num_examples)
+
+
+def _gathered_batches(examples: arrays.LabeledArrays, order: np.ndarray,
+                      batch_size: int) -> tf.data.Dataset:
+  """Batches `examples[order[i:i + batch_size]]` of `OrderedDict(x, y)`."""
+  tensors = collections.OrderedDict(
+      x=tf.constant(examples.x.astype(np.float32, copy=False)),
+      y=tf.constant(examples.y.astype(np.int64, copy=False)))
+  return tf.data.Dataset.from_tensor_slices(order.astype(np.int32)).batch(
+      batch_size).map(lambda batch_indices: collections.OrderedDict(
+          (key, tf.gather(value, batch_indices))
+          for key, value in tensors.items()))
 
 
 def _examples_dataset(examples: arrays.LabeledArrays) -> tf.data.Dataset:

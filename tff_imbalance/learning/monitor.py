@@ -13,20 +13,29 @@ example of class p:
   (the reference code's `whole_determination`; magnitudes, because a class's
   own update and the others' updates of its node have opposite signs). A class
   whose components all fail the filter uses all of them; Ra_i is capped at
-  `MAX_RATIO` (the reference code's cap).
+  `MAX_RATIO` (the reference code's cap; a non-finite ratio takes it too).
 * eq. 8 (composition): the global update is, to first order, the sum of
-  per-example contributions, so for every kept component
-  N_i D^(i) + (n - N_i) mean_{p != i} D^(p) = K (W^{G_t+1} - W^{G_t}),
-  with K the round's number of clients and n their total number of processed
-  examples (the only thing clients disclose). Solved per component, values
-  outside [0, n] are dropped as outliers and the rest averaged; a class
-  with none left gets n / C (the reference code's fallback). K times the
-  weighted mean of client updates is their sum when clients hold equally many
-  examples (the project's Dirichlet split; the paper's FedAvg is unweighted).
+  per-example contributions, and a client's update the sum of its examples'.
+  The paper's FedAvg is the unweighted mean (1/K) sum_k Delta_k, which gives
+  eq. 8, N_i D^(i) + (n - N_i) mean_{p != i} D^(p) = K (W^{G_t+1} - W^{G_t}).
+  Our processes aggregate as TFF does, weighted by the examples n_k each
+  client processed: G_t+1 - G_t = sum_k n_k Delta_k / n with n = sum_k n_k
+  and Delta_k = sum_i N_i^k D^(i), so
+    M_i D^(i) + (M - M_i) mean_{p != i} D^(p) = n (W^{G_t+1} - W^{G_t}),
+  with M_i = sum_k n_k N_i^k (each example counted with its client's weight)
+  and M = sum_i M_i = sum_k n_k^2. The server knows every n_k (its
+  aggregation weights, the only thing clients disclose), so n and M are
+  known and M_i is solved per kept component; values outside [0, M] are
+  dropped as outliers and the rest averaged; a class with none left gets
+  M / C (the reference code's fallback). The released composition is
+  M_i / M, the composition of the update the server actually applied; with
+  equally large clients (n_k = n / K) it is N_i / n, eq. 8's answer. The
+  monitor computes n, M and the true M_i (a simulation-only diagnostic) from
+  the clients' training datasets.
 
 `build_monitored_process` wraps ANY `LearningProcess` whose measurements hold
-the shared client work's `train.num_examples` (and, for the true composition,
-`round_report.label_counts`): its `next` is one federated computation that
+the shared client work's `train.num_examples` (the example-weighted
+aggregation eq. 8 assumes): its `next` is one federated computation that
 runs the monitor on G_t, optionally lets a hook change the inner state from
 the ratios (Ratio Loss's class weights), runs the inner `next` and estimates
 the round's composition from G_t+1. The estimate, the ratios and the cosine
@@ -99,28 +108,38 @@ def class_ratios(changes: tf.Tensor,
   others_sum = tf.abs(tf.reduce_sum(tf.where(kept, others, zeros), axis=0))
   ratios = tf.where(others_sum > 0,
                     tf.math.divide_no_nan(own_sum, others_sum), MAX_RATIO)
+  # A diverged model's changes are not finite; its ratios take the cap, so
+  # that class weights derived from them stay finite.
+  ratios = tf.where(tf.math.is_nan(ratios), MAX_RATIO, ratios)
   return tf.minimum(ratios, MAX_RATIO), kept
 
 
 def estimate_composition(changes: tf.Tensor, kept: tf.Tensor,
-                         global_change: tf.Tensor, num_clients: tf.Tensor,
-                         num_examples: tf.Tensor) -> tf.Tensor:
+                         global_change: tf.Tensor, update_scale: tf.Tensor,
+                         total: tf.Tensor) -> tf.Tensor:
   """The estimated examples per class of the round (eq. 8, outliers removed).
+
+  Solves X_i D^(i) + (X - X_i) mean_{p != i} D^(p) = S (W^{G_t+1} - W^{G_t})
+  for X_i on every kept component. The paper's unweighted FedAvg (eq. 8):
+  S = K clients, X = n examples, X_i = N_i. TFF's example-weighted mean (our
+  processes, see the module docstring): S = n, X = sum_k n_k^2, X_i =
+  sum_k n_k N_i^k.
 
   Args:
     changes: [C, s, C] per-example kernel changes at G_t.
     kept: [s, C] bool, the components eq. 7's filter kept.
     global_change: [s, C] kernel of G_t+1 minus kernel of G_t.
-    num_clients: K, the round's number of clients.
-    num_examples: n, the examples the round's clients processed.
+    update_scale: S, the global change times S is the sum of the
+      per-example contributions.
+    total: X, the sum of X_i over classes.
 
   Returns:
-    [C] float, N_i per class (n / C for a class without a usable component).
+    [C] float, X_i per class (X / C for a class without a usable component).
   """
   own, others = _own_and_others(changes)
   dtype = changes.dtype
-  n = tf.cast(num_examples, dtype)
-  per_component = (tf.cast(num_clients, dtype) * global_change -
+  n = tf.cast(total, dtype)
+  per_component = (tf.cast(update_scale, dtype) * global_change -
                    n * others) / (own - others)
   usable = (kept & tf.math.is_finite(per_component) & (per_component >= 0.0)
             & (per_component <= n))
@@ -250,9 +269,10 @@ def build_monitored_process(
 
   Returns:
     A `LearningProcess` with state `OrderedDict(inner, round)` and the inner
-    measurements plus `released`: `monitor_cosine_similarity` (when the inner
-    client work reports true label counts), `monitor_estimated_composition`,
-    `monitor_true_composition` (proportions) and `monitor_ratio` (Ra).
+    measurements plus `released`: `monitor_cosine_similarity`,
+    `monitor_estimated_composition`, `monitor_true_composition` (proportions
+    M_i / M of the example-weighted aggregate, see the module docstring) and
+    `monitor_ratio` (Ra).
 
   Raises:
     errors.UserInputError: if a class has no auxiliary example, or the inner
@@ -269,44 +289,45 @@ def build_monitored_process(
         '--monitor needs an algorithm whose clients report how many examples '
         'they trained on (client_work.train.num_examples); this one does '
         'not: drop --monitor or choose a federated algorithm.')
-  client_work_type = metrics_type.client_work
-  has_truth = ('round_report' in tff.structure.name_list(client_work_type) and
-               'label_counts' in tff.structure.name_list(
-                   client_work_type.round_report))
   changes_type = aux_changes.type_signature.result
+  num_classes = model_spec.num_classes
+  structured = isinstance(data_type, tff.StructType)
 
   @compat.tf_computation(changes_type)
   def ratios_of(changes):
     return class_ratios(changes, threshold)[0]
 
-  @compat.tf_computation(metrics_type)
-  def counts_of(metrics):
-    num_examples = tf.cast(metrics['client_work']['train']['num_examples'],
-                           tf.float32)
-    if has_truth:
-      truth = metrics['client_work']['round_report']['label_counts']
-    else:
-      truth = tf.zeros([model_spec.num_classes], tf.int64)
-    return num_examples, tf.cast(truth, tf.float32)
+  @compat.tf_computation(data_type)
+  def client_counts(data):
+    # n_k, n_k^2 and n_k N_i^k of eq. 8's weighted form, from the examples
+    # the client processes (its training dataset, epochs included).
+    dataset = data['train'] if structured else data
+    counts = tf.cast(dataset.reduce(
+        tf.zeros([num_classes], tf.int64),
+        lambda total, batch: total + tf.reduce_sum(
+            tf.one_hot(batch['y'], num_classes, dtype=tf.int64), axis=0)),
+                     tf.float32)
+    examples = tf.reduce_sum(counts)
+    return collections.OrderedDict(examples=examples,
+                                   squared=examples * examples,
+                                   weighted_counts=examples * counts)
 
+  counts_type = client_counts.type_signature.result
   weights_type = model_spec.weights_type()
 
-  @compat.tf_computation(changes_type, weights_type, weights_type, np.int32,
-                         np.float32, tff.TensorType(np.float32,
-                                                    [model_spec.num_classes]))
-  def monitor_report(changes, weights_before, weights_after, num_clients,
-                     num_examples, truth):
+  @compat.tf_computation(changes_type, weights_type, weights_type,
+                         counts_type)
+  def monitor_report(changes, weights_before, weights_after, counts):
     ratios, kept = class_ratios(changes, threshold)
     global_change = (weights_after.trainable[kernel_index] -
                      weights_before.trainable[kernel_index])
-    estimate = estimate_composition(changes, kept, global_change, num_clients,
-                                    num_examples)
+    estimate = estimate_composition(changes, kept, global_change,
+                                    counts['examples'], counts['squared'])
+    truth = counts['weighted_counts']
     released = collections.OrderedDict()
-    if has_truth:
-      released['monitor_cosine_similarity'] = cosine_similarity(estimate,
-                                                                truth)
-      released['monitor_true_composition'] = tf.math.divide_no_nan(
-          truth, tf.reduce_sum(truth))
+    released['monitor_cosine_similarity'] = cosine_similarity(estimate, truth)
+    released['monitor_true_composition'] = tf.math.divide_no_nan(
+        truth, tf.reduce_sum(truth))
     released['monitor_estimated_composition'] = tf.math.divide_no_nan(
         estimate, tf.reduce_sum(estimate))
     released['monitor_ratio'] = ratios
@@ -319,11 +340,6 @@ def build_monitored_process(
   @compat.tf_computation(np.int32)
   def plus_one(round_num):
     return round_num + 1
-
-  @compat.tf_computation(data_type)
-  def one_client(data):
-    del data  # Counts clients.
-    return tf.constant(1, tf.int32)
 
   @compat.federated_computation
   def init_fn():
@@ -346,11 +362,9 @@ def build_monitored_process(
                                       (inner_state, ratios, round_num))
     output = inner.next(inner_state, client_data)
     weights_after = tff.federated_map(inner.get_model_weights, output.state)
-    num_clients = tff.federated_sum(tff.federated_map(one_client, client_data))
-    num_examples, truth = tff.federated_map(counts_of, output.metrics)
+    counts = tff.federated_sum(tff.federated_map(client_counts, client_data))
     released = tff.federated_map(
-        monitor_report, (changes, weights_before, weights_after, num_clients,
-                         num_examples, truth))
+        monitor_report, (changes, weights_before, weights_after, counts))
     metrics = collections.OrderedDict(
         (name, output.metrics[name]) for name in metric_names)
     metrics[RELEASED] = released

@@ -25,6 +25,8 @@ from tff_imbalance.learning.algorithms import creff
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.algorithms import ratio
 from tff_imbalance.learning.algorithms import redgrape
+from tff_imbalance.learning.client_work import local_training
+from tff_imbalance.learning import selection
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
@@ -49,6 +51,9 @@ class AlgorithmConfig:
     focal_alpha: focal loss alpha: one weight, or one per class.
     clients_per_round: the fixed cohort size K (psi selection's slots).
     psi: Fed-Focal's psi, the share of last round's improved clients kept.
+    psi_improvement: Fed-Focal's reading of "improved" (000 eq. 9):
+      'global' (new global model vs received) or 'local' (own trained model
+      vs received); see `selection.PsiSelector`.
     local_epochs: the clients' local epochs (the monitor replays them).
     batch_size: the clients' batch size (the monitor replays it).
     monitor: wrap any algorithm with the composition monitor (002 sec 3.2).
@@ -57,9 +62,13 @@ class AlgorithmConfig:
     ratio_threshold: the monitor's filter threshold T_Ra (002 eq. 7).
     ratio_start_round: first round with Ratio Loss weights (002 Table 1).
     ratio_weighting: 'per_example' (002 eq. 11) or 'as_coded' (reference).
+    ratio_normalize: 'mean' (class weights of mean 1) or 'none' (002 eq. 10).
     climb_epsilon: CLIMB's constraint tolerance epsilon.
     climb_dual_lr: CLIMB's dual step size eta_D.
     climb_max_dual: CLIMB's upper clip of every dual.
+    climb_duals: whose losses CLIMB's dual step reads, 'all' (the official
+      algorithm) or 'cohort' (cheaper for large populations).
+    climb_primal_rounds: CLIMB's rounds per dual step (the official 5; 004: 1).
     balanced_softmax_prior: Balanced Softmax's prior, 'local' or 'global'.
     balancefl_kd: BalanceFL knowledge inheritance (003 eqs. 3-4, 8).
     balancefl_balanced_sampling: BalanceFL class-balanced sampling (eq. 5).
@@ -73,8 +82,11 @@ class AlgorithmConfig:
     creff_features_per_class: CReFF's federated features per class.
     creff_match_steps: CReFF's gradient-matching steps per round.
     creff_feature_lr: CReFF's learning rate of the federated features.
-    creff_retrain_steps: CReFF's classifier re-training steps per round.
-    creff_retrain_lr: CReFF's re-training learning rate (None: client_lr).
+    creff_retrain_epochs: CReFF's classifier re-training epochs per round.
+    creff_retrain_batch_size: CReFF's re-training mini-batch size.
+    creff_retrain_lr: CReFF's re-training learning rate.
+    creff_retrain_init: CReFF's re-trained classifier start, 'fresh' or
+      'zero'.
   """
   client_lr: float = 0.05
   client_momentum: float = 0.0
@@ -89,6 +101,7 @@ class AlgorithmConfig:
   focal_alpha: tuple[float, ...] = (1.0,)
   clients_per_round: int = 10
   psi: float = 0.8
+  psi_improvement: str = 'global'
   # Ratio Loss and the composition monitor (002).
   local_epochs: int = 1
   batch_size: int = 32
@@ -98,10 +111,13 @@ class AlgorithmConfig:
   ratio_threshold: float = 1.25
   ratio_start_round: int = 1
   ratio_weighting: str = 'per_example'
+  ratio_normalize: str = 'mean'
   # CLIMB (Shen et al. 2022; 004 appendix C.2 defaults for MNIST-LT).
   climb_epsilon: float = 0.01
   climb_dual_lr: float = 2.0
   climb_max_dual: float = 100.0
+  climb_duals: str = 'all'
+  climb_primal_rounds: int = 1
   # Balanced Softmax (Ren et al. 2020).
   balanced_softmax_prior: str = 'local'
   # BalanceFL (003); every component on is the paper's method.
@@ -115,12 +131,14 @@ class AlgorithmConfig:
   # RedGrape (004; appendix C.2 and the reference code: lambda 0.1, T 8).
   redgrape_lambda: float = 0.1
   redgrape_threshold: int = 8
-  # CReFF (Shang et al. 2022; 004 appendix C.2 defaults).
+  # CReFF (Shang et al. 2022; the CReFF code's defaults).
   creff_features_per_class: int = 100
   creff_match_steps: int = 100
   creff_feature_lr: float = 0.1
-  creff_retrain_steps: int = 300
-  creff_retrain_lr: Optional[float] = None
+  creff_retrain_epochs: int = 300
+  creff_retrain_batch_size: int = 32
+  creff_retrain_lr: float = 0.01
+  creff_retrain_init: str = 'fresh'
 
   def __post_init__(self):
     if not self.client_lr > 0:
@@ -141,6 +159,8 @@ class AlgorithmConfig:
       raise errors.UserInputError(
           f'--loss must be one of {", ".join(LOSSES)} (got {self.loss!r}).')
     self.per_example_loss()  # Validates the loss's own parameters now.
+    selection.check_psi(self.psi)
+    selection.check_improvement(self.psi_improvement)
     self._check_ratio_loss()
     self._check_climb_and_balanced_softmax()
     self.balancefl_options(seed=0)  # Validates BalanceFL's flags now.
@@ -161,6 +181,11 @@ class AlgorithmConfig:
           f'--ratio_start_round must be >= 1 (got {self.ratio_start_round}); '
           '1 re-weights from the first round.')
     losses.ratio_loss(self.ratio_weighting)  # Validates the weighting.
+    if self.ratio_normalize not in ratio.RATIO_NORMALIZATIONS:
+      raise errors.UserInputError(
+          f'--ratio_normalize must be one of '
+          f'{", ".join(ratio.RATIO_NORMALIZATIONS)} (got '
+          f'{self.ratio_normalize!r}).')
 
   def _check_climb_and_balanced_softmax(self):
     if not self.climb_epsilon >= 0:
@@ -170,6 +195,14 @@ class AlgorithmConfig:
       if not getattr(self, name) > 0:
         raise errors.UserInputError(
             f'--{name} must be > 0 (got {getattr(self, name)}).')
+    if self.climb_duals not in climb.DUAL_SCOPES:
+      raise errors.UserInputError(
+          f'--climb_duals must be one of {", ".join(climb.DUAL_SCOPES)} (got '
+          f'{self.climb_duals!r}).')
+    if self.climb_primal_rounds < 1:
+      raise errors.UserInputError(
+          f'--climb_primal_rounds must be >= 1 (got '
+          f'{self.climb_primal_rounds}).')
     if self.balanced_softmax_prior not in balanced_softmax.PRIORS:
       raise errors.UserInputError(
           f'--balanced_softmax_prior must be one of '
@@ -181,17 +214,22 @@ class AlgorithmConfig:
       raise errors.UserInputError(
           f'--redgrape_lambda must be >= 0 (got {self.redgrape_lambda}).')
     for name in ('redgrape_threshold', 'creff_features_per_class',
-                 'creff_match_steps', 'creff_retrain_steps'):
+                 'creff_match_steps', 'creff_retrain_epochs',
+                 'creff_retrain_batch_size'):
       if getattr(self, name) < 1:
         raise errors.UserInputError(
             f'--{name} must be >= 1 (got {getattr(self, name)}).')
     if not self.creff_feature_lr > 0:
       raise errors.UserInputError(
           f'--creff_feature_lr must be > 0 (got {self.creff_feature_lr}).')
-    if self.creff_retrain_lr is not None and not self.creff_retrain_lr > 0:
+    if not self.creff_retrain_lr > 0:
       raise errors.UserInputError(
-          f'--creff_retrain_lr must be > 0 (got {self.creff_retrain_lr}); '
-          'leave it unset to use --client_lr.')
+          f'--creff_retrain_lr must be > 0 (got {self.creff_retrain_lr}).')
+    if self.creff_retrain_init not in creff.RETRAIN_INITS:
+      raise errors.UserInputError(
+          f'--creff_retrain_init must be one of '
+          f'{", ".join(creff.RETRAIN_INITS)} (got '
+          f'{self.creff_retrain_init!r}).')
 
   def balancefl_options(self, seed: int) -> balancefl.BalanceFLOptions:
     return balancefl.BalanceFLOptions(
@@ -277,15 +315,21 @@ def _fedadam(model_spec, config, context):
   return _fedavg_with_server(model_spec, config, server)
 
 
+def _fedfocal_loss(config):
+  """Fed-Focal always trains (and validates) with focal loss (000 eq. 6)."""
+  return dataclasses.replace(config, loss='focal').per_example_loss()
+
+
 def _fedfocal(model_spec, config, context):
   """Fed-Focal (000): focal loss (alpha=1, gamma=2 by default) on FedAvg, with
-  per-slot validation losses for psi client selection (eqs. 7-13)."""
+  per-slot validation losses for psi client selection (eqs. 7-13) when
+  psi > 0 (psi = 0 is uniform sampling and needs no validation)."""
   del context  # Unused.
-  focal = dataclasses.replace(config, loss='focal')
   return fedavg_family.build_local_training_process(
       model_spec, config.client_optimizer(), config.server_sgd(),
-      loss=focal.per_example_loss(),
-      validation_slots=config.clients_per_round)
+      loss=_fedfocal_loss(config),
+      validation_slots=(config.clients_per_round
+                        if uses_validation('fedfocal', config) else None))
 
 
 def _fedprox(model_spec, config, context):
@@ -303,7 +347,8 @@ def _ratio(model_spec, config, context):
       context.aux_data, local_epochs=config.local_epochs,
       batch_size=config.batch_size, alpha=config.ratio_alpha,
       beta=config.ratio_beta, threshold=config.ratio_threshold,
-      start_round=config.ratio_start_round, weighting=config.ratio_weighting)
+      start_round=config.ratio_start_round, weighting=config.ratio_weighting,
+      normalize=config.ratio_normalize)
 
 
 def _climb(model_spec, config, context):
@@ -312,6 +357,7 @@ def _climb(model_spec, config, context):
       model_spec, config.client_optimizer(), config.server_sgd(),
       context.num_clients, epsilon=config.climb_epsilon,
       dual_lr=config.climb_dual_lr, max_dual=config.climb_max_dual,
+      duals=config.climb_duals, primal_rounds=config.climb_primal_rounds,
       loss=config.per_example_loss())
 
 
@@ -358,9 +404,10 @@ def _creff(model_spec, config, context):
           features_per_class=config.creff_features_per_class,
           match_steps=config.creff_match_steps,
           feature_lr=config.creff_feature_lr,
-          retrain_steps=config.creff_retrain_steps,
-          retrain_lr=(config.client_lr if config.creff_retrain_lr is None
-                      else config.creff_retrain_lr),
+          retrain_epochs=config.creff_retrain_epochs,
+          retrain_batch_size=config.creff_retrain_batch_size,
+          retrain_lr=config.creff_retrain_lr,
+          retrain_init=config.creff_retrain_init,
           seed=model_spec.seed))
 
 
@@ -390,6 +437,102 @@ MONITORED_ALGORITHMS = frozenset({'ratio'})
 # model per client on its own data (`local_only.run_each_client`).
 POOLED_DATA_ALGORITHMS = frozenset({'centralized'})
 LOCAL_ONLY_ALGORITHMS = frozenset({'local'})
+
+
+# Which algorithms each algorithm flag applies to, as (predicate on the
+# algorithm's name and config, where it applies). A flag not listed applies to
+# every algorithm; `inapplicable_flags` names the listed ones set in vain.
+_LOSS_ALGORITHMS = frozenset({'fedavg', 'fedavgm', 'fedadam', 'fedprox',
+                              'climb', 'centralized', 'local'})
+_ONE_CLIENT_ALGORITHMS = POOLED_DATA_ALGORITHMS | LOCAL_ONLY_ALGORITHMS
+
+
+def _only(*names: str):
+  return (lambda name, config: name in names,
+          ' or '.join(f'--algo={n}' for n in names))
+
+
+_FLAG_SCOPES = {
+    'server_momentum': _only('fedavgm'),
+    'fedprox_mu': _only('fedprox'),
+    'loss': (lambda name, config: name in _LOSS_ALGORITHMS,
+             f'--algo={",".join(sorted(_LOSS_ALGORITHMS))}'),
+    'focal_gamma': (
+        lambda name, config: name == 'fedfocal' or (
+            config.loss == 'focal' and name in _LOSS_ALGORITHMS),
+        '--algo=fedfocal or --loss=focal'),
+    'psi': _only('fedfocal'),
+    'psi_improvement': (lambda name, config: uses_validation(name, config),
+                        '--algo=fedfocal with --psi > 0'),
+    'validation_fraction': (
+        lambda name, config: uses_validation(name, config),
+        '--algo=fedfocal with --psi > 0; no validation split is carved'),
+    'ratio_threshold': (lambda name, config: name == 'ratio' or config.monitor,
+                        '--algo=ratio or --monitor'),
+    'balanced_softmax_prior': _only('balanced_softmax'),
+    'server_lr': (lambda name, config: name not in _ONE_CLIENT_ALGORITHMS,
+                  'federated algorithms (not --algo=centralized or local)'),
+    'clients_per_round': (
+        lambda name, config: name not in _ONE_CLIENT_ALGORITHMS,
+        'federated algorithms (not --algo=centralized or local)'),
+}
+_FLAG_SCOPES['focal_alpha'] = _FLAG_SCOPES['focal_gamma']
+for _name in ('ratio_alpha', 'ratio_beta', 'ratio_start_round',
+              'ratio_weighting', 'ratio_normalize'):
+  _FLAG_SCOPES[_name] = _only('ratio')
+# Method-specific prefixes: every --<prefix>* flag belongs to one method.
+_FLAG_PREFIXES = {'climb_': 'climb', 'balancefl_': 'balancefl',
+                  'redgrape_': 'redgrape', 'creff_': 'creff'}
+
+
+def inapplicable_flags(name: str, config: AlgorithmConfig,
+                       flag_names) -> list[tuple[str, str]]:
+  """The flags among `flag_names` that algorithm `name` ignores.
+
+  Args:
+    name: the `--algo`.
+    config: its configuration (some flags apply only with others).
+    flag_names: the flags the user set.
+
+  Returns:
+    (flag, where it applies) pairs, in the order of `flag_names`.
+  """
+  ignored = []
+  for flag in flag_names:
+    scope = _FLAG_SCOPES.get(flag)
+    prefix = next((p for p in _FLAG_PREFIXES if flag.startswith(p)), None)
+    if scope is None and prefix is not None:
+      scope = _only(_FLAG_PREFIXES[prefix])
+    if scope is not None and not scope[0](name, config):
+      ignored.append((flag, scope[1]))
+  return ignored
+
+
+def uses_validation(name: str, config: AlgorithmConfig) -> bool:
+  """Whether `name` reads per-client validation splits: psi selection with
+  psi > 0. Only such algorithms carve a split out of the clients' data."""
+  return name in PSI_SELECTION_ALGORITHMS and config.psi > 0
+
+
+def build_selector(name: str, config: AlgorithmConfig, data,
+                   clients_per_round: int, seed: int, model_spec=None):
+  """The client selector of algorithm `name` over `data` (a `FederatedData`).
+
+  psi selection (Fed-Focal, psi > 0) with `config.psi_improvement`; the
+  global reading evaluates each new global model on last round's cohort with
+  a TFF computation built here (hence `model_spec`). Uniform otherwise.
+  """
+  if not uses_validation(name, config):
+    return selection.UniformSelector(data.num_clients, clients_per_round, seed)
+  evaluate_cohort = None
+  if config.psi_improvement == selection.GLOBAL:
+    evaluate_cohort = selection.cohort_evaluator(
+        local_training.build_cohort_validation_loss(
+            model_spec, _fedfocal_loss(config), clients_per_round),
+        data, config.batch_size)
+  return selection.PsiSelector(
+      data.num_clients, clients_per_round, config.psi, seed,
+      improvement=config.psi_improvement, evaluate_cohort=evaluate_cohort)
 
 
 def algorithm_names() -> tuple[str, ...]:

@@ -18,6 +18,11 @@ layer's initializer (and each dropout layer) gets its own seed `seed + i` for
 the layer's position i. The reference reuses one seed for every layer, which
 gives same-shaped kernels identical draws; distinct seeds avoid that while
 keeping two builds with the same `seed` bit-identical.
+
+Dropout (`build_conv_dropout_cnn`) is `BatchSeededDropout`: its mask is a
+stateless draw seeded by (the layer's seed, a fingerprint of the batch's
+input images), so it repeats bit for bit in every run, on every worker and
+in every concurrent client, without any random-op state.
 """
 
 from collections.abc import Callable, Sequence
@@ -72,6 +77,42 @@ def _check_common_args(input_shape: Sequence[int], num_classes: int,
 
 def _kernel_init(seed: int) -> tf.keras.initializers.Initializer:
   return tf.keras.initializers.GlorotNormal(seed=seed)
+
+
+class BatchSeededDropout(tf.keras.layers.Dropout):
+  """Dropout whose mask is a pure function of (layer seed, batch images).
+
+  Called on `[activations, images]`, where `images` is the model's input
+  batch. In training, each unit is kept with probability 1 - rate and scaled
+  by 1 / (1 - rate), as Keras `Dropout`; the mask is
+  `tf.nn.experimental.stateless_dropout` seeded by
+  `[seed, fingerprint64(images)]`. Keras's own `Dropout` draws from stateful
+  random ops whose state is shared by every call of the layer and by the
+  clients a TFF worker trains concurrently, so which mask a step got depended
+  on thread timing. A client's batches are a pure function of
+  (run seed, round, client, step) (`data/federated.py`), so the masks are
+  too, and they differ from step to step and layer to layer; only two
+  identical image batches get the same mask. The layer has no weights: the
+  model's `ModelWeights` are those of a model with Keras `Dropout`.
+  """
+
+  def call(self, inputs, training=None):
+    activations, images = inputs
+    if training is None:
+      training = tf.keras.backend.learning_phase()
+
+    def dropped():
+      # tf.fingerprint is Farmhash Fingerprint64, stable across platforms.
+      fingerprint = tf.bitcast(
+          tf.fingerprint(tf.reshape(images, [1, -1])), tf.int64)
+      seed = tf.concat([tf.constant([self.seed], tf.int64), fingerprint], 0)
+      return tf.nn.experimental.stateless_dropout(activations, self.rate, seed)
+
+    return tf.__internal__.smart_cond.smart_cond(
+        training, dropped, lambda: tf.identity(activations))
+
+  def compute_output_shape(self, input_shape):
+    return input_shape[0]
 
 
 def _classifier(num_classes: int, seed: int) -> tf.keras.layers.Dense:
@@ -129,8 +170,10 @@ def build_conv_dropout_cnn(input_shape: Sequence[int], num_classes: int,
   (`classifier`), as google-research/federated `create_conv_dropout_model`
   (https://arxiv.org/abs/2003.00295). RedGrape's `CNN_DropOut` is this model.
   For 28x28x1 inputs and 10 classes it has 1,199,882 parameters; features are
-  the 128-dimensional output of the second dropout, so they are deterministic
-  only with `training=False`.
+  the 128-dimensional output of the second dropout. Both dropouts are
+  `BatchSeededDropout`: in training their masks are a pure function of (the
+  layer's seed, the input batch), so a run repeats bit for bit; with
+  `training=False` they are the identity.
 
   Args:
     input_shape: (height, width, channels) of one image.
@@ -152,12 +195,12 @@ def build_conv_dropout_cnn(input_shape: Sequence[int], num_classes: int,
       64, 3, activation='relu', kernel_initializer=_kernel_init(seed + 1),
       name='conv2')(x)
   x = tf.keras.layers.MaxPool2D(2, name='pool')(x)
-  x = tf.keras.layers.Dropout(0.25, seed=seed + 2, name='dropout1')(x)
+  x = BatchSeededDropout(0.25, seed=seed + 2, name='dropout1')([x, inputs])
   x = tf.keras.layers.Flatten(name='flatten')(x)
   x = tf.keras.layers.Dense(
       128, activation='relu', kernel_initializer=_kernel_init(seed + 3),
       name='dense1')(x)
-  x = tf.keras.layers.Dropout(0.5, seed=seed + 4, name='dropout2')(x)
+  x = BatchSeededDropout(0.5, seed=seed + 4, name='dropout2')([x, inputs])
   logits = _classifier(num_classes, seed + 5)(x)
   return tf.keras.Model(inputs=inputs, outputs=logits, name='conv_dropout_cnn')
 

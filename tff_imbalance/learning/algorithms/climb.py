@@ -12,16 +12,21 @@ sum_k lambda_k: the primal step is FedAvg with client weights
 (n_k / N)(1 + lambda_k - mean(lambda)), the dual step projected ascent on the
 constraint violations measured with the global model.
 
-The duals are the shared client work's broadcast state (a [N] vector on the
-server, updated inside the TFF computation after each round); each client
-gets its population index with its data, evaluates the model it received on
-its own data before local training (the constraint signal f_k(w^t)), reports
-it at its index of an [N] vector, and scales its aggregation weight by
+The duals are the shared client work's broadcast state (`duals`, a [N]
+vector on the server, updated inside the TFF computation). With
+`duals='all'` (the official algorithm) the process's client data asks for
+every client of the population each round (`federated.EVALUATION`): the
+round's cohort trains, every client evaluates the model it received on its
+own training data (the constraint signal f_k(w^t)) and reports it at its
+population index, so the dual step sees all N losses and moves every dual;
+with `duals='cohort'` only the cohort evaluates, and only its duals move.
+Each training client scales its aggregation weight by
 1 + lambda_k - mean(lambda).
 
 Unlike RedGrape's copy of CLIMB, whose duals never move (NOTES.md, finding
-2: its loss sum is added once per state-dict key), the duals here follow the official code's update
-(`shenzebang/Federated-Learning-Pytorch`, `core/imbalance_fl.py`); tested.
+2: its loss sum is added once per state-dict key), the duals here follow the
+official code's update (`shenzebang/Federated-Learning-Pytorch`,
+`core/imbalance_fl.py`); tested.
 """
 
 import collections
@@ -51,22 +56,27 @@ def aggregation_multiplier(duals: tf.Tensor,
                     tf.reduce_mean(duals), 0.0)
 
 
-def dual_update(duals: tf.Tensor, loss_sums: tf.Tensor,
-                participated: tf.Tensor, *, epsilon: float, dual_lr: float,
-                max_dual: float) -> tf.Tensor:
-  """Projected dual ascent on the round's participants.
+# Where the dual step reads its losses: every client of the population (the
+# official code) or the round's cohort (cheaper for large populations).
+DUAL_SCOPES = ('all', 'cohort')
 
-  lambda_k <- clip(lambda_k + eta_D (f_k - mean_S f - epsilon) / N, 0,
-  max_dual) for every client k of the round's cohort S, where f_k is the
-  loss of the model the cohort received on client k's data and mean_S its
-  mean over the cohort (the official code evaluates every client each dual
-  step and averages over all N; with partial participation the cohort stands
-  in for the population). Clients outside S keep their duals.
+
+def dual_update(duals: tf.Tensor, loss_sums: tf.Tensor,
+                evaluated: tf.Tensor, *, epsilon: float, dual_lr: float,
+                max_dual: float) -> tf.Tensor:
+  """Projected dual ascent on the clients whose loss was evaluated.
+
+  lambda_k <- clip(lambda_k + eta_D (f_k - mean_E f - epsilon) / N, 0,
+  max_dual) for every evaluated client k in E, where f_k is the loss of the
+  received model on client k's data and mean_E its mean over E. With E the
+  population this is the official code's step (`core/imbalance_fl.py`);
+  with E the round's cohort, the cohort stands in for the population.
+  Clients outside E keep their duals.
 
   Args:
     duals: [N] current duals.
-    loss_sums: [N] f_k at the participants' indices, 0 elsewhere.
-    participated: [N] 1 at the participants' indices, 0 elsewhere.
+    loss_sums: [N] f_k at the evaluated clients' indices, 0 elsewhere.
+    evaluated: [N] 1 at the evaluated clients' indices, 0 elsewhere.
     epsilon: the constraint tolerance.
     dual_lr: the dual step size eta_D.
     max_dual: the upper clip of every dual.
@@ -75,14 +85,27 @@ def dual_update(duals: tf.Tensor, loss_sums: tf.Tensor,
     The [N] updated duals.
   """
   num_clients = tf.cast(tf.size(duals), tf.float32)
-  in_cohort = participated > 0
-  client_loss = tf.math.divide_no_nan(loss_sums, participated)
-  cohort_mean = tf.math.divide_no_nan(
-      tf.reduce_sum(loss_sums), tf.reduce_sum(participated))
+  client_loss = tf.math.divide_no_nan(loss_sums, evaluated)
+  mean_loss = tf.math.divide_no_nan(
+      tf.reduce_sum(loss_sums), tf.reduce_sum(evaluated))
   ascended = tf.clip_by_value(
-      duals + dual_lr * (client_loss - cohort_mean - epsilon) / num_clients,
+      duals + dual_lr * (client_loss - mean_loss - epsilon) / num_clients,
       0.0, max_dual)
-  return tf.where(in_cohort, ascended, duals)
+  return tf.where(evaluated > 0, ascended, duals)
+
+
+def initial_state(num_clients: int) -> collections.OrderedDict:
+  """The duals' server state: zero duals at the start of a dual step.
+
+  `held_loss_sums` and `held_evaluated` keep the losses measured at the
+  first round of a dual step until its last (`primal_rounds` > 1); `step`
+  counts the rounds of the current dual step.
+  """
+  return collections.OrderedDict(
+      duals=np.zeros([num_clients], np.float32),
+      held_loss_sums=np.zeros([num_clients], np.float32),
+      held_evaluated=np.zeros([num_clients], np.float32),
+      step=np.int32(0))
 
 
 def build_climb(
@@ -94,22 +117,28 @@ def build_climb(
     epsilon: float = 0.01,
     dual_lr: float = 2.0,
     max_dual: float = 100.0,
+    duals: str = 'all',
+    primal_rounds: int = 1,
     loss: losses.PerExampleLoss = losses.cross_entropy,
 ) -> tff.learning.templates.LearningProcess:
-  """CLIMB (Shen et al., ICLR 2022, their Algorithm 1), one dual step a round.
+  """CLIMB (Shen et al., ICLR 2022, their Algorithm 1).
 
-  Round t, cohort S with duals lambda^t (server state, [N]):
-    1. each client k in S evaluates f_k(w^t), the mean `loss` of the received
-       model on its local data, then trains locally as FedAvg does;
-    2. the server aggregates the deltas with weights
+  A dual step of P = `primal_rounds` rounds, starting at round t0 with duals
+  lambda (server state, [N]):
+    1. at round t0, every client k of E (`duals='all'`: the population, as
+       the official code; `'cohort'`: the round's cohort) evaluates f_k(w^t0),
+       the mean `loss` of the received model on its training data;
+    2. each round t0..t0+P-1, the round's cohort trains locally as FedAvg
+       does, and the server aggregates the deltas with weights
        n_k (1 + lambda_k - mean(lambda)) (the Lagrangian's primal weights,
-       normalised over the cohort by TFF's weighted mean) and applies them
-       with `server_optimizer`;
-    3. lambda^{t+1} = `dual_update`(lambda^t, f), the projected dual ascent
-       on f_k - mean f - epsilon.
-  The official code runs 5 primal rounds per dual step over all clients;
-  RedGrape (004 appendix C.2, epsilon 0.01 and eta_D 2.0 on MNIST-LT) and we
-  take one dual step per round on the cohort.
+       normalised over the cohort by TFF's weighted mean; clients outside the
+       cohort train on nothing and weigh 0) and applies them with
+       `server_optimizer`;
+    3. after round t0+P-1, lambda <- `dual_update`(lambda, f over E), the
+       projected dual ascent on f_k - mean_E f - epsilon.
+  The official code runs P = 5; RedGrape's CLIMB rows (004 appendix C.2,
+  epsilon 0.01 and eta_D 2.0 on MNIST-LT) take one dual step per round, our
+  default.
 
   Args:
     model_spec: the model.
@@ -119,39 +148,69 @@ def build_climb(
     epsilon: the constraint tolerance epsilon >= 0.
     dual_lr: the dual step size eta_D > 0.
     max_dual: the upper clip of the duals (the official code's 100).
+    duals: 'all' (every client's loss each dual step; the process's clients
+      then need `evaluation` and `client_index`, and every `next` call takes
+      the whole population, see `FederatedData.round_inputs`) or 'cohort'
+      (the round's cohort only; clients need `client_index`).
+    primal_rounds: rounds per dual step P >= 1.
     loss: the per-example local loss, also the constraint's f_k.
 
   Returns:
-    A `tff.learning.templates.LearningProcess` whose clients need
-    `client_index` in their data; the duals are the state's
-    `client_work['broadcast']` and each round's f_k are the measurements'
-    `client_work/round_report/extension/loss_sums`.
+    A `tff.learning.templates.LearningProcess`; the duals are the state's
+    `client_work['broadcast']['duals']` and each round's f_k are the
+    measurements' `client_work/round_report/extension/loss_sums` (zero in the
+    rounds of a dual step after its first).
   """
+  if duals not in DUAL_SCOPES:
+    raise ValueError(f'duals must be one of {DUAL_SCOPES}, got {duals!r}')
+  if primal_rounds < 1:
+    raise ValueError(f'primal_rounds must be >= 1, got {primal_rounds}')
 
-  def report_received_model_loss(model, dataset, duals, client_index):
-    del duals  # The constraint signal is the plain local objective.
-    mean_loss = local_training.evaluate_mean_loss(model, loss, dataset, ())
+  def received_model_loss(model, dataset, state):
+    if primal_rounds == 1:
+      return local_training.evaluate_mean_loss(model, loss, dataset, ())
+    # Only the first round of a dual step needs the losses: the others skip
+    # the evaluation (with duals='all', N passes over the data).
+    mean_loss = tf.constant(0.0)
+    if tf.equal(state['step'], 0):
+      mean_loss = local_training.evaluate_mean_loss(model, loss, dataset, ())
+    return mean_loss
+
+  def report_received_model_loss(model, dataset, state, client_index):
     at_index = tf.one_hot(client_index, num_clients, dtype=tf.float32)
-    return collections.OrderedDict(loss_sums=at_index * mean_loss,
-                                   participated=at_index)
+    evaluated = at_index * tf.cast(tf.equal(state['step'], 0), tf.float32)
+    return collections.OrderedDict(
+        loss_sums=at_index * received_model_loss(model, dataset, state),
+        evaluated=evaluated)
 
-  def update_duals(duals, report):
-    return dual_update(duals, report['loss_sums'], report['participated'],
-                       epsilon=epsilon, dual_lr=dual_lr, max_dual=max_dual)
+  def update_duals(state, report):
+    starts = tf.equal(state['step'], 0)
+    held_loss_sums = tf.where(starts, report['loss_sums'],
+                              state['held_loss_sums'])
+    held_evaluated = tf.where(starts, report['evaluated'],
+                              state['held_evaluated'])
+    ends = tf.equal(state['step'], primal_rounds - 1)
+    stepped = dual_update(state['duals'], held_loss_sums, held_evaluated,
+                          epsilon=epsilon, dual_lr=dual_lr, max_dual=max_dual)
+    return collections.OrderedDict(
+        duals=tf.where(ends, stepped, state['duals']),
+        held_loss_sums=held_loss_sums, held_evaluated=held_evaluated,
+        step=(state['step'] + 1) % primal_rounds)
 
-  def weight(num_examples, duals, client_index):
-    return num_examples * aggregation_multiplier(duals, client_index)
+  def weight(num_examples, state, client_index):
+    return num_examples * aggregation_multiplier(state['duals'], client_index)
 
   extension = local_training.ClientWorkExtension(
-      initial_broadcast=lambda: np.zeros([num_clients], np.float32),
+      initial_broadcast=lambda: initial_state(num_clients),
       client_report=report_received_model_loss,
       update_broadcast=update_duals,
       with_client_index=True,
+      with_evaluation=duals == 'all',
       report_before_training=True,
       update_weight=weight)
   return fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer,
       # The broadcast state is the duals, which weight aggregation, not the
       # local loss.
-      loss=lambda labels, logits, duals: loss(labels, logits, ()),
+      loss=lambda labels, logits, state: loss(labels, logits, ()),
       extension=extension)

@@ -9,9 +9,10 @@ server's re-trained classifier. Inside the client work the server averages
 them per class over the clients holding the class
 (`aggregators.class_mean`), optimises its federated features so that their
 classifier gradients match the real ones, and re-trains a fresh classifier on
-the features (`CReFFServerFactory`). The global model keeps training with the
-FedAvg classifier; evaluation uses the backbone with the re-trained
-classifier, which is what the process's `get_model_weights` returns.
+the features by mini-batch SGD (`CReFFServerFactory`). The global model keeps
+training with the FedAvg classifier; evaluation uses the backbone with the
+re-trained classifier, which is what the process's `get_model_weights`
+returns.
 """
 
 import collections
@@ -33,25 +34,38 @@ tff = compat.tff
 # Distance guard of the per-row cosine, as in dataset condensation's
 # `distance_wb`, which CReFF's code uses.
 _COSINE_EPSILON = 1e-6
+# Second word of the re-training's stateless seed (the features use 7).
+_RETRAIN_SEED_TAG = 8
+# How the re-trained classifier starts each round (`CReFFOptions.retrain_init`).
+RETRAIN_INITS = ('fresh', 'zero')
 
 
 @dataclasses.dataclass(frozen=True)
 class CReFFOptions:
-  """CReFF's server-side hyperparameters (004 appendix C.2 defaults).
+  """CReFF's server-side hyperparameters (defaults: the CReFF code).
 
   Attributes:
     features_per_class: federated features per class m (100).
     match_steps: gradient-matching steps per round (100).
     feature_lr: SGD learning rate of the features (0.1).
-    retrain_steps: full-batch steps of classifier re-training per round (300).
-    retrain_lr: re-training learning rate (004: the local learning rate).
-    seed: seeds the features' initial values.
+    retrain_epochs: epochs of mini-batch SGD re-training per round (300,
+      the code's `crt_epoch`; 004 appendix C.2 calls them "steps").
+    retrain_batch_size: re-training mini-batch size (32, the code's
+      `batch_size_local_training`); >= C*m is full-batch gradient descent.
+    retrain_lr: re-training learning rate (0.01, the code's `lr_net`; 004
+      appendix C.2 and RG use the local learning rate).
+    retrain_init: 'fresh' (a new seeded classifier each round, as the code's
+      new `nn.Linear`) or 'zero' (this project's earlier choice).
+    seed: seeds the features' initial values, the fresh classifiers and the
+      per-epoch shuffles.
   """
   features_per_class: int = 100
   match_steps: int = 100
   feature_lr: float = 0.1
-  retrain_steps: int = 300
-  retrain_lr: float = 0.05
+  retrain_epochs: int = 300
+  retrain_batch_size: int = 32
+  retrain_lr: float = 0.01
+  retrain_init: str = 'fresh'
   seed: int = 0
 
 
@@ -60,8 +74,7 @@ def feature_labels(num_classes: int, features_per_class: int) -> tf.Tensor:
   return tf.repeat(tf.range(num_classes, dtype=tf.int64), features_per_class)
 
 
-def matching_loss(features: tf.Tensor, labels: tf.Tensor,
-                  classifier: collections.OrderedDict,
+def matching_loss(features: tf.Tensor, classifier: collections.OrderedDict,
                   real_kernel_gradients: tf.Tensor,
                   matched: tf.Tensor) -> tf.Tensor:
   """CReFF's gradient-matching loss (Shang et al. 2022, eq. 6).
@@ -72,8 +85,8 @@ def matching_loss(features: tf.Tensor, labels: tf.Tensor,
   weight: the reference's per-row cosine; the bias does not count there).
 
   Args:
-    features: [C*m, d] federated features.
-    labels: their labels.
+    features: [C*m, d] federated features, m per class in the order of
+      `feature_labels`.
     classifier: `OrderedDict(kernel=[d, C], bias=[C])`.
     real_kernel_gradients: [C, d, C] aggregated real gradients.
     matched: [C] 1.0 for classes with real gradients this round.
@@ -82,17 +95,17 @@ def matching_loss(features: tf.Tensor, labels: tf.Tensor,
     The scalar loss.
   """
   num_classes = real_kernel_gradients.shape[0]
-  synthetic = classifier_gradients.class_mean_gradients(
-      features, labels, classifier['kernel'], classifier['bias'],
-      num_classes)['values']['kernel']
+  synthetic = classifier_gradients.block_class_mean_gradients(
+      features, classifier['kernel'], classifier['bias'],
+      num_classes)['kernel']
   dot = tf.reduce_sum(synthetic * real_kernel_gradients, axis=1)
   norms = (tf.norm(synthetic, axis=1) * tf.norm(real_kernel_gradients, axis=1)
            + _COSINE_EPSILON)
   return tf.reduce_sum(matched[:, None] * (1.0 - dot / norms))
 
 
-def match_features(features, labels, classifier, real_kernel_gradients,
-                   matched, steps: int, learning_rate: float):
+def match_features(features, classifier, real_kernel_gradients, matched,
+                   steps: int, learning_rate: float):
   """`steps` SGD steps on the features that decrease `matching_loss`.
 
   Returns:
@@ -102,7 +115,7 @@ def match_features(features, labels, classifier, real_kernel_gradients,
   def loss_and_gradient(current):
     with tf.GradientTape() as tape:
       tape.watch(current)
-      loss = matching_loss(current, labels, classifier, real_kernel_gradients,
+      loss = matching_loss(current, classifier, real_kernel_gradients,
                            matched)
     return loss, tape.gradient(loss, current)
 
@@ -114,25 +127,77 @@ def match_features(features, labels, classifier, real_kernel_gradients,
   return features, loss_before, loss_after
 
 
-def retrain_classifier(features, labels, num_classes: int, steps: int,
-                       learning_rate: float) -> collections.OrderedDict:
-  """A fresh linear classifier trained by full-batch gradient descent on CE.
+def fresh_classifier(feature_dim: int, num_classes: int,
+                     seed: tf.Tensor) -> collections.OrderedDict:
+  """A new linear classifier drawn as PyTorch's `nn.Linear` default.
 
-  Starts from zero (a fresh classifier each round, as the reference's new
-  `nn.Linear`; zero makes it deterministic) and uses the closed-form
-  gradient: the mean over classes' sums is the mean over all features.
+  Kernel and bias ~ U(-1/sqrt(d), 1/sqrt(d)) (`nn.Linear`'s Kaiming-uniform
+  with a = sqrt(5), and its bias bound), from stateless draws so that the
+  same seed gives the same classifier.
+
+  Args:
+    feature_dim: d.
+    num_classes: C.
+    seed: a shape-[2] int32 stateless seed.
 
   Returns:
     `OrderedDict(kernel=[d, C], bias=[C])`.
   """
-  kernel = tf.zeros([features.shape[1], num_classes])
-  bias = tf.zeros([num_classes])
-  total = tf.cast(tf.shape(features)[0], tf.float32)
-  for _ in tf.range(steps):
-    kernel_sums, bias_sums, _ = classifier_gradients.class_gradient_sums(
-        features, labels, kernel, bias, num_classes)
-    kernel -= learning_rate * tf.reduce_sum(kernel_sums, axis=0) / total
-    bias -= learning_rate * tf.reduce_sum(bias_sums, axis=0) / total
+  bound = 1.0 / np.sqrt(feature_dim)
+  kernel_seed, bias_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 2))
+  return collections.OrderedDict(
+      kernel=tf.random.stateless_uniform([feature_dim, num_classes],
+                                         kernel_seed, -bound, bound),
+      bias=tf.random.stateless_uniform([num_classes], bias_seed, -bound,
+                                       bound))
+
+
+def epoch_order(num_examples: int, seed: tf.Tensor,
+                epoch: tf.Tensor) -> tf.Tensor:
+  """The re-training's example order in `epoch`: a stateless permutation."""
+  return tf.random.experimental.stateless_shuffle(
+      tf.range(num_examples),
+      tf.random.experimental.stateless_fold_in(seed, epoch))
+
+
+def retrain_classifier(features, labels, initial: collections.OrderedDict,
+                       *, epochs: int, batch_size: int, learning_rate: float,
+                       seed: tf.Tensor) -> collections.OrderedDict:
+  """Mini-batch SGD on mean CE over the federated features (Shang eq. 7).
+
+  Each epoch visits the N = C*m features once in the order
+  `epoch_order(N, seed, epoch)`, in ceil(N / batch_size) mini-batches (the
+  last one smaller, as a PyTorch `DataLoader` without `drop_last`), one
+  plain SGD step per mini-batch: epochs * ceil(N / batch_size) updates in
+  all, each one [B, d] x [d, C] matmul and its transpose (closed-form
+  gradient, `classifier_gradients.mean_gradients`).
+
+  Args:
+    features: [N, d] federated features.
+    labels: their [N] labels.
+    initial: the starting `OrderedDict(kernel=[d, C], bias=[C])`.
+    epochs: passes over the features.
+    batch_size: mini-batch size (>= N: full-batch gradient descent).
+    learning_rate: SGD learning rate.
+    seed: a shape-[2] int32 stateless seed of the epochs' orders.
+
+  Returns:
+    The re-trained `OrderedDict(kernel=[d, C], bias=[C])`.
+  """
+  num_examples = features.shape[0]
+  num_classes = initial['bias'].shape[0]
+  kernel, bias = initial['kernel'], initial['bias']
+  for epoch in tf.range(epochs):
+    order = epoch_order(num_examples, seed, epoch)
+    epoch_features = tf.gather(features, order)
+    epoch_labels = tf.gather(labels, order)
+    for start in tf.range(0, num_examples, batch_size):
+      kernel_gradient, bias_gradient = classifier_gradients.mean_gradients(
+          epoch_features[start:start + batch_size],
+          epoch_labels[start:start + batch_size], kernel, bias, num_classes)
+      kernel -= learning_rate * kernel_gradient
+      bias -= learning_rate * bias_gradient
   return collections.OrderedDict(kernel=kernel, bias=bias)
 
 
@@ -142,9 +207,10 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
   Aggregates the clients' per-class real gradients with `ClassMeanFactory`,
   then on the server matches the federated features to the classes that had
   holders this round, using the classifier the clients computed their
-  gradients with, and re-trains a fresh classifier on all features. State:
-  the gradient aggregator's state, the features and the re-trained
-  classifier; result: the re-trained classifier and the matching loss
+  gradients with, and re-trains a new classifier on all features
+  (`retrain_classifier`, seeded by the options' seed and the round). State:
+  the gradient aggregator's state, the features, the re-trained classifier
+  and the round number; result: the re-trained classifier and the matching loss
   before and after this round's matching (the shared loop reports the
   result, not the measurements); measurements: the same losses and the
   number of holders per class.
@@ -168,7 +234,8 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
       return collections.OrderedDict(
           features=features,
           classifier=tf.nest.map_structure(tf.constant,
-                                           self._initial_classifier))
+                                           self._initial_classifier),
+          round_num=tf.constant(0, tf.int32))
 
     server_type = initial_server.type_signature.result
 
@@ -180,14 +247,30 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
       def update(server, real, holders):
         labels = feature_labels(num_classes, options.features_per_class)
         features, before, after = match_features(
-            server['features'], labels, server['classifier'], real['kernel'],
+            server['features'], server['classifier'], real['kernel'],
             tf.cast(holders > 0, tf.float32), options.match_steps,
             options.feature_lr)
-        classifier = retrain_classifier(features, labels, num_classes,
-                                        options.retrain_steps,
-                                        options.retrain_lr)
+        # Each round's fresh classifier and epoch orders flow from the seed
+        # and the round number alone.
+        round_seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([options.seed, _RETRAIN_SEED_TAG]),
+            server['round_num'])
+        init_seed, order_seed = tf.unstack(
+            tf.random.experimental.stateless_split(round_seed, 2))
+        if options.retrain_init == 'fresh':
+          initial = fresh_classifier(feature_dim, num_classes, init_seed)
+        else:
+          initial = collections.OrderedDict(
+              kernel=tf.zeros([feature_dim, num_classes]),
+              bias=tf.zeros([num_classes]))
+        classifier = retrain_classifier(
+            features, labels, initial, epochs=options.retrain_epochs,
+            batch_size=options.retrain_batch_size,
+            learning_rate=options.retrain_lr, seed=order_seed)
         return (collections.OrderedDict(features=features,
-                                        classifier=classifier), before, after)
+                                        classifier=classifier,
+                                        round_num=server['round_num'] + 1),
+                before, after)
 
       return update(server, real, holders)
 
@@ -291,8 +374,11 @@ def build_creff(
   * the server averages g_c over the holders of c, then takes
     `match_steps` SGD steps on the federated features S (m per class) to
     minimise sum_c D(grad_W L(W_r^t; S_c), g_c) with D the per-row cosine
-    distance (eq. 6), and re-trains a fresh classifier W_r^{t+1} on S for
-    `retrain_steps` full-batch steps (eq. 7);
+    distance (eq. 6), and re-trains a new classifier W_r^{t+1} (seeded
+    `nn.Linear`-style start, or zero) on S by min_W mean CE(W; S) (eq. 7)
+    with `retrain_epochs` epochs of mini-batch SGD (batch
+    `retrain_batch_size`, stateless per-epoch shuffles): epochs *
+    ceil(C m / batch) updates per round, as the CReFF code;
   * the global model is FedAvg's (P^{t+1}, W^{t+1}); the model weights the
     process exposes, for evaluation, are (P^{t+1}, W_r^{t+1}).
 

@@ -24,6 +24,9 @@ from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
 
+# How eq. 10's class weights are scaled (see `build_ratio_loss`).
+RATIO_NORMALIZATIONS = ('mean', 'none')
+
 
 def check_aux_data(aux: arrays.LabeledArrays | None, what: str) -> None:
   """Refuses to build a monitored process without auxiliary data.
@@ -50,6 +53,7 @@ def build_ratio_loss(
     threshold: float = monitor.DEFAULT_THRESHOLD,
     start_round: int = 1,
     weighting: str = 'per_example',
+    normalize: str = 'mean',
 ) -> tff.learning.templates.LearningProcess:
   """FedAvg with Ratio Loss and the composition monitor (002 secs 3.2-3.3).
 
@@ -57,7 +61,10 @@ def build_ratio_loss(
   auxiliary examples and computes Ra_i (eq. 7, components filtered with
   T_Ra = `threshold`). From round `start_round` on (the detection stage of
   Table 1; 1 = from the start) the class weights pi_i = alpha + beta Ra_i
-  (eq. 10) are broadcast with G_t and every client minimises
+  (eq. 10) are broadcast with G_t, with `normalize='mean'` divided by
+  their mean over the C classes,
+    pi_i = (alpha + beta Ra_i) / ((1/C) sum_j (alpha + beta Ra_j)),
+  and every client minimises
   (1/B) sum_b pi_{y_b} CE(x_b, y_b) (eq. 11: each example weighted by its own
   class; `weighting='as_coded'` uses the reference code's
   mean_b(pi_{y_b}) * mean_b CE instead). Before `start_round` all weights are
@@ -78,12 +85,25 @@ def build_ratio_loss(
     threshold: T_Ra (the paper's 1.25).
     start_round: the first round (1-based) with Ratio Loss weights.
     weighting: 'per_example' (the paper) or 'as_coded' (reference code).
+    normalize: 'mean' (ours, the default) or 'none' (eq. 10 as printed).
+      Eq. 10's weights grow with Ra without bound: under client momentum
+      0.9 a diverging model saturates every Ra at the cap (weights 501),
+      which scales the loss 501-fold and diverges further. Weights of mean
+      1 keep the loss's scale, the classes' order and their ratios (pi_i /
+      pi_j is eq. 10's), and turn all-saturated ratios into plain CE.
+
+  Raises:
+    errors.UserInputError: for another `normalize`.
 
   Returns:
     A `tff.learning.templates.LearningProcess` whose state is
     `OrderedDict(inner, round)`; the class weights used in the latest round
     are `inner.client_work['broadcast']`.
   """
+  if normalize not in RATIO_NORMALIZATIONS:
+    raise errors.UserInputError(
+        f'--ratio_normalize must be one of {", ".join(RATIO_NORMALIZATIONS)} '
+        f'(got {normalize!r}).')
   loss = losses.ratio_loss(weighting)
   num_classes = model_spec.num_classes
   extension = local_training.ClientWorkExtension(
@@ -96,7 +116,10 @@ def build_ratio_loss(
   @compat.tf_computation(inner_state_type,
                          tff.TensorType(np.float32, [num_classes]), np.int32)
   def set_class_weights(state, ratios, round_num):
-    class_weights = tf.where(round_num >= start_round, alpha + beta * ratios,
+    class_weights = alpha + beta * ratios
+    if normalize == 'mean':
+      class_weights /= tf.reduce_mean(class_weights)
+    class_weights = tf.where(round_num >= start_round, class_weights,
                              tf.ones_like(ratios))
     client_work = collections.OrderedDict(
         broadcast=class_weights, report=state.client_work['report'])

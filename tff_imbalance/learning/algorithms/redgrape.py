@@ -89,7 +89,9 @@ def build_redgrape(
     W^T h + W_hat^T h (eq. 7), and W by the same batch gradient g_local
     (eq. 8) plus the re-balancing step lambda g_bal ||g_local|| / ||g_bal||
     (eq. 13), g_bal = (1/|L|)(sum_{c in L^bal_k} grad_W L(W; P, D^bal_{k,c})
-    + sum_{c in L \\ L^bal_k} g_pro_c) (eqs. 9, 12);
+    + sum_{c in L \\ L^bal_k} g_pro_c) (eqs. 9, 12) taken at the step's own
+    (pre-update) P and W, ||.|| one norm over W's kernel and bias, from
+    round 1 on (where no prototype exists yet, g_bal is its local part);
   * returns its model delta and its prototypes with a presence mask.
 
   The server averages the deltas weighted by example counts (eq. 14, applied

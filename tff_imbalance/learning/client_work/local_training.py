@@ -28,6 +28,8 @@ received and under the model it sends back, as one-hot vectors over the K
 slots; summed over the cohort they become per-slot vectors in the process's
 measurements, which is how psi client selection (Fed-Focal, 000 eqs. 7-13)
 learns which clients improved, computed inside the TFF computation.
+`build_cohort_validation_loss` evaluates the same loss under the new global
+model on last round's cohort (psi's default "global" reading).
 
 An extension may also localise the broadcast on each client before training
 (Balanced Softmax's local prior from the client's own counts), ask for each
@@ -79,6 +81,11 @@ class ClientWorkExtension:
       get `client_index=k` as a keyword argument.
     report_before_training: run `client_report` on the received model before
       local training instead of on the trained model after it.
+    with_evaluation: whether each client's data also carries `evaluation`
+      (its training examples in one pass, `federated.EVALUATION`; the runner
+      then passes every client of the population, those outside the cohort
+      with an empty `train`); `client_report` then gets that dataset instead
+      of the training one (CLIMB's f_k(w^t) on every client).
     update_weight: optional `(weight, broadcast[, client_index]) -> weight`
       rescaling the client's aggregation weight (its example count, or 0
       for a non-finite update).
@@ -111,6 +118,7 @@ class ClientWorkExtension:
   localize_broadcast: Optional[Callable[[Any, tf.data.Dataset], Any]] = None
   with_client_index: bool = False
   report_before_training: bool = False
+  with_evaluation: bool = False
   update_weight: Optional[Callable[..., tf.Tensor]] = None
   with_teacher: bool = False
   prepare_training: Optional[Callable[..., Any]] = None
@@ -162,8 +170,11 @@ def _build_local_update(model: tf.keras.Model,
     if teacher_weights is not None:
       tf.nest.map_structure(lambda v, t: v.assign(t), teacher_weights,
                             initial_weights)
-    structured = bool(validation_slots) or extension.with_client_index
+    structured = (bool(validation_slots) or extension.with_client_index or
+                  extension.with_evaluation)
     dataset = data['train'] if structured else data
+    report_dataset = (data['evaluation'] if extension.with_evaluation else
+                      dataset)
     index_kwargs = {}
     if extension.with_client_index:
       index_kwargs['client_index'] = _one_element(data['client_index'])
@@ -174,7 +185,8 @@ def _build_local_update(model: tf.keras.Model,
                         dtype=tf.float32)
       validation_loss_before = mean_loss(data['validation'], broadcast)
     if extension.client_report is not None and extension.report_before_training:
-      extension_report = extension.client_report(model, dataset, broadcast,
+      extension_report = extension.client_report(model, report_dataset,
+                                                 broadcast,
                                                  **index_kwargs)
     train_dataset, true_label_counts, context = dataset, None, ()
     if extension.prepare_training is not None:
@@ -239,13 +251,72 @@ def _build_local_update(model: tf.keras.Model,
                                                          broadcast)
     if extension.client_report is not None:
       if not extension.report_before_training:
-        extension_report = extension.client_report(model, dataset, broadcast,
+        extension_report = extension.client_report(model, report_dataset,
+                                                   broadcast,
                                                    **index_kwargs)
       report['extension'] = extension_report
     return (tff.learning.templates.ClientResult(
         update=delta, update_weight=update_weight), train_sums, report)
 
   return local_update
+
+
+def _validation_data_type(model_spec: spec_lib.ModelSpec) -> tff.Type:
+  """`OrderedDict(validation, slot)`: what `build_cohort_validation_loss`
+  reads of a client (see `FederatedData.validation_inputs`)."""
+  return tff.StructWithPythonType(
+      [('validation', tff.SequenceType(
+          compat.tensorflow_to_type(model_spec.batch_spec))),
+       ('slot', tff.SequenceType(tff.TensorType(np.int32)))],
+      collections.OrderedDict)
+
+
+def build_cohort_validation_loss(model_spec: spec_lib.ModelSpec,
+                                 loss: losses.PerExampleLoss,
+                                 validation_slots: int):
+  """Each client's validation loss under given global weights, per slot.
+
+  The same quantity as the client work's `validation_loss_before` (the mean
+  per-example `loss` over the client's validation split, no broadcast state),
+  for weights chosen by the caller: psi selection's "global" reading (Fed-Focal,
+  000 eq. 9) evaluates w^{t+1} on the clients of round t. One broadcast and
+  one sum, so TFF's mergeable context (remote workers) runs it too.
+
+  Args:
+    model_spec: the model.
+    loss: the per-example loss the process's clients validate with.
+    validation_slots: the fixed cohort size K.
+
+  Returns:
+    A federated computation `(ModelWeights@SERVER, OrderedDict(validation,
+    slot)@CLIENTS) -> float32[K]@SERVER`: slot k holds the loss of the client
+    in cohort position k (0 for unused slots).
+  """
+  weights_type = model_spec.weights_type()
+  data_type = _validation_data_type(model_spec)
+
+  @compat.tf_computation(weights_type, data_type)
+  def client_loss(weights, data):
+    model = model_spec.build_keras()
+    model_weights = tff.learning.models.ModelWeights.from_model(model)
+
+    @tf.function
+    def slot_loss():
+      tf.nest.map_structure(lambda v, t: v.assign(t), model_weights, weights)
+      slot = tf.one_hot(_one_element(data['slot']), validation_slots,
+                        dtype=tf.float32)
+      return slot * evaluate_mean_loss(model, loss, data['validation'],
+                                       tf.constant(0.0))
+
+    return slot_loss()
+
+  @compat.federated_computation(tff.FederatedType(weights_type, tff.SERVER),
+                                tff.FederatedType(data_type, tff.CLIENTS))
+  def cohort_validation_loss(weights, data):
+    return tff.federated_sum(tff.federated_map(
+        client_loss, (tff.federated_broadcast(weights), data)))
+
+  return cohort_validation_loss
 
 
 def build_local_trainer(model: tf.keras.Model,
@@ -318,6 +389,8 @@ def build_local_training_client_work(
   data_fields = [('train', data_type)]
   if validation_slots:
     data_fields += [('validation', data_type), ('slot', index_type)]
+  if extension.with_evaluation:
+    data_fields.append(('evaluation', data_type))
   if extension.with_client_index:
     data_fields.append(('client_index', index_type))
   if len(data_fields) > 1:

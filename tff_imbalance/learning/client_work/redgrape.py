@@ -13,16 +13,17 @@ g_local (eq. 8). RedGrape adds, through a `ClientWorkExtension`:
 2. the local balanced set D^bal_k: T examples of each class the client holds
    at least T times (eq. 9), the first T of that class in this round's seeded
    shuffle of the client's data, so they change across rounds;
-3. after every local step, the re-balancing gradient (eq. 12)
+3. at every local step, before the optimizer step, the re-balancing gradient
+   (eq. 12) at the step's own P^{i-1} and W^{i-1} (eq. 9)
 
      g_bal = (1/C) (sum_{c in L^bal_k} g_bal_c + sum_{c not in L^bal_k} g_pro_c)
 
    with g_bal_c the closed-form gradient of W on the balanced examples of c
-   under the current P and W, and g_pro_c the global prototype (zero for a
-   class nobody has held yet), rescaled to the norm of g_local and applied as
-   a plain extra step W <- W - eta_l lambda g_bal ||g_local|| / ||g_bal||
-   (eq. 13), separately for W's kernel and its bias; nothing is re-balanced
-   while no global prototype exists (the first round).
+   and g_pro_c the global prototype (zero for a class nobody has held yet,
+   so in round 1 g_bal is the balanced-set part alone); after the optimizer
+   step, g_bal is rescaled to the norm of g_local, one norm over W's kernel
+   and bias together, and applied as a plain extra step
+   W <- W - eta_l lambda g_bal ||g_local|| / ||g_bal|| (eq. 13).
 
 The features of the balanced set are taken in inference mode (no dropout),
 as W is used at inference (eq. 16).
@@ -32,6 +33,7 @@ import collections
 
 import tensorflow as tf
 
+from tff_imbalance import losses
 from tff_imbalance.learning import classifier_gradients
 from tff_imbalance.learning.aggregators import class_mean
 from tff_imbalance.learning.client_work import local_training
@@ -100,15 +102,31 @@ def rebalancing_gradients(local: collections.OrderedDict,
       prototypes[class_mean.VALUES])
 
 
-def _norm_matched(g_bal: tf.Tensor, g_local: tf.Tensor) -> tf.Tensor:
-  """Eq. 13: g_bal rescaled to the norm of the local gradient."""
-  return g_bal * tf.math.divide_no_nan(tf.norm(g_local), tf.norm(g_bal))
+def _norm_matched(g_bal, g_local):
+  """Eq. 13: g_bal rescaled to the norm of the local gradient.
+
+  W is one parameter vector in eq. 13 (the paper omits the bias, footnote
+  5), so with a bias both norms run over kernel and bias together: one
+  ratio for the whole classifier, which keeps the direction of g_bal.
+
+  Args:
+    g_bal: the re-balancing gradient (a tensor or a structure of them).
+    g_local: the local batch gradient, of the same structure.
+
+  Returns:
+    g_bal * ||g_local|| / ||g_bal|| (zero where g_bal is zero).
+  """
+  ratio = tf.math.divide_no_nan(
+      tf.linalg.global_norm(tf.nest.flatten(g_local)),
+      tf.linalg.global_norm(tf.nest.flatten(g_bal)))
+  return tf.nest.map_structure(lambda g: g * ratio, g_bal)
 
 
 def build_redgrape_extension(
     plain_spec: spec_lib.ModelSpec, *, learning_rate: float,
-    rebalance_strength: float, threshold: int,
-    local_epochs: int) -> local_training.ClientWorkExtension:
+    rebalance_strength: float, threshold: int, local_epochs: int,
+    loss: losses.PerExampleLoss = losses.cross_entropy,
+) -> local_training.ClientWorkExtension:
   """RedGrape's additions to the shared local loop (see module docstring).
 
   Args:
@@ -118,6 +136,7 @@ def build_redgrape_extension(
     rebalance_strength: lambda >= 0 (eq. 13).
     threshold: T >= 1 (eq. 9).
     local_epochs: how many times each client's round dataset repeats its data.
+    loss: the local per-example loss of eq. 7 (the loop's own loss).
 
   Returns:
     A `ClientWorkExtension` whose broadcast state is the global prototypes.
@@ -136,25 +155,38 @@ def build_redgrape_extension(
                                    local_epochs, plain_spec.input_shape)
     return dataset, None, balanced
 
+  # The step's g_bal: computed in `batch_loss`, before the optimizer moves P
+  # and W, and applied in `after_step` of the same loop iteration (the same
+  # trace of the loop body), which the loop offers no other way to pass.
+  step_gradient = {}
+
+  def batch_loss(model, teacher, batch, broadcast, balanced, examples_seen):
+    del teacher, examples_seen  # Unused.
+    # Eq. 9 at the step's own P^{i-1} and W^{i-1}, as g_local (eq. 8).
+    classifier = builders.classifier_layer(model)
+    features = builders.feature_extractor(model)(balanced['x'],
+                                                 training=False)
+    real = classifier_gradients.class_mean_gradients(
+        tf.stop_gradient(features), balanced['y'], classifier.kernel,
+        classifier.bias, num_classes)[class_mean.VALUES]
+    step_gradient['g_bal'] = rebalancing_gradients(
+        real, balanced['eligible'], broadcast, num_classes)
+    logits = model(batch['x'], training=True)
+    return loss(batch['y'], logits, broadcast), logits
+
   def rebalance(model, gradients, broadcast, balanced):
+    del broadcast, balanced  # Used before the step, in `batch_loss`.
     classifier = builders.classifier_layer(model)
     position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
     g_local = collections.OrderedDict(
         kernel=gradients[position[classifier.kernel.ref()]],
         bias=gradients[position[classifier.bias.ref()]])
-    features = builders.feature_extractor(model)(balanced['x'],
-                                                 training=False)
-    real = classifier_gradients.class_mean_gradients(
-        features, balanced['y'], classifier.kernel, classifier.bias,
-        num_classes)[class_mean.VALUES]
-    g_bal = rebalancing_gradients(real, balanced['eligible'], broadcast,
-                                  num_classes)
-    # No global prototype yet (first round): no re-balancing at all.
-    step = learning_rate * rebalance_strength * tf.cast(
-        tf.reduce_any(broadcast[class_mean.MASK] > 0), tf.float32)
+    # Round 1 too: eq. 12 then has the balanced-set part alone (no class has
+    # a prototype yet), which the norm matching scales like any other g_bal.
+    step = _norm_matched(step_gradient['g_bal'], g_local)
     for name, variable in (('kernel', classifier.kernel),
                            ('bias', classifier.bias)):
-      variable.assign_sub(step * _norm_matched(g_bal[name], g_local[name]))
+      variable.assign_sub(learning_rate * rebalance_strength * step[name])
 
   return local_training.ClientWorkExtension(
       initial_broadcast=lambda: classifier_gradients.zero_prototypes(
@@ -165,4 +197,5 @@ def build_redgrape_extension(
                                              class_mean.ClassMeanFactory()),
       update_broadcast=lambda broadcast, global_prototypes: global_prototypes,
       prepare_training=prepare_training,
+      batch_loss=batch_loss,
       after_step=rebalance)
