@@ -14,12 +14,14 @@ It also reports BalanceFL's per-round cost relative to FedAvg: for each seed
 the FedAvg run and the full BalanceFL run go back to back on the same split,
 and the ratio is the one of their median later-round `round_seconds` (the
 first round, which traces and compiles, is left out); the table gives the
-median ratio over seeds.
+median ratio over seeds (back to back only with `--parallel=1` and no run
+reused from an earlier invocation: the footer says when runs were reused).
+
+Runs live in `--runs_dir` and are reused when their flags match
+(`bench.common.run_grid`); `--parallel`, `--retries`, `--dry_run` as there.
 """
 
-import os
 import statistics
-import tempfile
 import time
 
 from absl import app
@@ -35,6 +37,7 @@ flags.DEFINE_bool('batch_absent_row', False,
                   '(the reference code\'s variant).')
 flags.DEFINE_string('output', 'results/balancefl_ablation.md',
                     'Markdown table.')
+common.define_grid_flags(runs_dir='runs/bench/balancefl_ablation')
 
 COMMON = ['--profile=longtail', '--imbalance_ratio=100', '--partition=tau',
           '--tau=2', '--num_clients=10', '--clients_per_round=10',
@@ -71,11 +74,25 @@ TABLE_ORDER = (FEDAVG, '+ balanced sampling (BS)',
 BATCH_ABSENT = 'BalanceFL (all), absent classes per mini-batch'
 
 
-def _run(config_flags, seed, rounds, output_dir):
-  return common.run_task(
-      'tasks.mnist_lt', [*COMMON, *config_flags, f'--seed={seed}',
-                         f'--rounds={rounds}', f'--eval_every={rounds}'],
-      output_dir)
+def _runs_by_config(configs) -> dict[str, list[common.Run]]:
+  return {name: common.seeded_runs(
+      common.slug(name), 'tasks.mnist_lt',
+      (*COMMON, *config_flags, f'--rounds={FLAGS.rounds}',
+       f'--eval_every={FLAGS.rounds}'), FLAGS.seeds)
+          for name, config_flags in configs}
+
+
+def _seed_major(runs: dict[str, list[common.Run]]) -> list[common.Run]:
+  """Seed by seed, configurations in order: FedAvg and BalanceFL (all) of a
+  seed run back to back."""
+  return [run for seed_runs in zip(*runs.values()) for run in seed_runs]
+
+
+def _time_ratios(grid, runs) -> list[float]:
+  """BalanceFL (all) / FedAvg median later-round seconds, per seed."""
+  return [common.round_seconds(grid[full.name].run_dir)[1] /
+          common.round_seconds(grid[fedavg.name].run_dir)[1]
+          for fedavg, full in zip(runs[FEDAVG], runs[FULL])]
 
 
 def main(argv):
@@ -87,26 +104,17 @@ def main(argv):
                                    '--balancefl_absent=batch']))
     order.append(BATCH_ABSENT)
   flags_of = dict(configs)
-  balanced = {name: [] for name, _ in configs}
-  few_shot = {name: [] for name, _ in configs}
-  ratios = []
   start = time.time()
-  with tempfile.TemporaryDirectory() as scratch:
-    for seed in range(FLAGS.seeds):
-      later = {}
-      for i, (name, config_flags) in enumerate(configs):
-        out = os.path.join(scratch, f'{seed}_{i}')
-        summary = _run(config_flags, seed, FLAGS.rounds, out)
-        balanced[name].append(summary['balanced_accuracy'])
-        few_shot[name].append(summary['few_shot_accuracy'])
-        later[name] = common.round_seconds(out)[1]
-        print(f'seed {seed} {name}: balanced '
-              f'{summary["balanced_accuracy"]:.4f} few-shot '
-              f'{summary["few_shot_accuracy"]:.4f} '
-              f'({later[name]:.3f} s/round)', flush=True)
-      ratios.append(later[FULL] / later[FEDAVG])
-  rows = [(name, ' '.join(flags_of[name]), common.mean_std(balanced[name]),
-           common.mean_std(few_shot[name])) for name in order]
+  runs = _runs_by_config(configs)
+  grid = common.run_grid(_seed_major(runs), common.grid_options())
+  if grid.dry_run:
+    return
+  summaries = common.summaries_by_row(grid, runs)
+  ratios = _time_ratios(grid, runs)
+  rows = [(name, ' '.join(flags_of[name]),
+           common.mean_std([s['balanced_accuracy'] for s in summaries[name]]),
+           common.mean_std([s['few_shot_accuracy'] for s in summaries[name]]))
+          for name in order]
   command = ' '.join(['python -m bench.balancefl_ablation',
                       f'--seeds={FLAGS.seeds}', f'--rounds={FLAGS.rounds}'] +
                      (['--batch_absent_row'] if FLAGS.batch_absent_row else []))
@@ -130,7 +138,7 @@ def main(argv):
       common.markdown_table(
           ['configuration', 'flags', 'balanced accuracy', 'few-shot accuracy'],
           rows),
-      elapsed_s=time.time() - start)
+      elapsed_s=time.time() - start, footer=grid.footer())
 
 
 if __name__ == '__main__':

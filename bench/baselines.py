@@ -11,7 +11,6 @@ mean ± spread over clients), every run the command a user would type, and
 writes one markdown table (mean ± std over seeds).
 """
 
-import os
 import time
 
 from absl import app
@@ -24,7 +23,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer('rounds', 30, 'Rounds of every run.')
 flags.DEFINE_integer('seeds', 1, 'Seeds 0..n-1.')
 flags.DEFINE_string('model', 'cnn', 'Model of every run.')
-flags.DEFINE_string('runs_dir', 'runs/baselines', 'Where each run writes.')
+common.define_grid_flags(runs_dir='runs/baselines')
 flags.DEFINE_string('result', 'results/baselines.md', 'The table written.')
 
 _DATA_FLAGS = ('--imbalance_ratio=100', '--partition=dirichlet',
@@ -58,27 +57,27 @@ def _cell(summaries, key):
   return cell
 
 
+def _runs_by_method() -> dict[str, list[common.Run]]:
+  runs = {}
+  for name, method_flags in METHODS:
+    slug = '_'.join(f.split('=')[-1] for f in method_flags)
+    runs[name] = common.seeded_runs(
+        f'{slug}_{FLAGS.model}_r{FLAGS.rounds}', 'tasks.mnist_lt',
+        (*_DATA_FLAGS, *method_flags, f'--model={FLAGS.model}',
+         f'--rounds={FLAGS.rounds}', f'--eval_every={FLAGS.rounds}'),
+        FLAGS.seeds)
+  return runs
+
+
 def main(argv):
   del argv
   start = time.time()
-  rows = []
-  for name, method_flags in METHODS:
-    summaries = []
-    for seed in range(FLAGS.seeds):
-      slug = '_'.join(f.split('=')[-1] for f in method_flags)
-      # The name holds every flag that varies, so a reused run is this run.
-      run_dir = os.path.join(
-          FLAGS.runs_dir, f'{slug}_{FLAGS.model}_r{FLAGS.rounds}_seed{seed}')
-      if os.path.exists(os.path.join(run_dir, 'summary.json')):
-        summaries.append(common.read_summary(run_dir))
-        continue
-      run_flags = list(_DATA_FLAGS + method_flags) + [
-          f'--model={FLAGS.model}', f'--rounds={FLAGS.rounds}',
-          f'--eval_every={FLAGS.rounds}', f'--seed={seed}']
-      summaries.append(common.run_task('tasks.mnist_lt', run_flags, run_dir))
-      print(f'{name} seed {seed}: balanced accuracy '
-            f'{summaries[-1]["balanced_accuracy"]:.4f}', flush=True)
-    rows.append([name] + [_cell(summaries, key) for key, _ in METRICS])
+  runs = _runs_by_method()
+  grid = common.run_grid(common.all_runs(runs), common.grid_options())
+  if grid.dry_run:
+    return
+  rows = [[name] + [_cell(summaries, key) for key, _ in METRICS]
+          for name, summaries in common.summaries_by_row(grid, runs).items()]
   table = common.markdown_table(['method'] + [n for _, n in METRICS], rows)
   description = (
       f'MNIST-LT from the embedded real MNIST digits (`python -m '
@@ -96,7 +95,8 @@ def main(argv):
       FLAGS.result, 'Baselines: CLIMB, Balanced Softmax, centralized, local',
       f'python -m bench.baselines --rounds={FLAGS.rounds} '
       f'--seeds={FLAGS.seeds} --model={FLAGS.model}',
-      description, table, elapsed_s=time.time() - start)
+      description, table, elapsed_s=time.time() - start,
+      footer=grid.footer())
 
 
 if __name__ == '__main__':

@@ -17,10 +17,11 @@ docs/fedfocal.md) at psi 0.8 and 1.0 beside uniform sampling, with the mean
 share of each cohort counted improved under the run's reading and under the
 local one (`summary.json` `selection`), into
 `results/focal_psi_improvement.md`.
+
+Runs live in `--runs_dir` and are reused when their flags match
+(`bench.common.run_grid`); `--parallel`, `--retries`, `--dry_run` as there.
 """
 
-import os
-import tempfile
 import time
 
 from absl import app
@@ -37,6 +38,7 @@ flags.DEFINE_enum('configs', 'all', ['all', 'psi_improvement'],
 flags.DEFINE_string('output', None,
                     'Markdown table (default: results/focal_sweep.md, or '
                     'results/focal_psi_improvement.md).')
+common.define_grid_flags(runs_dir='runs/bench/focal_sweep')
 
 # 000 sec 4.2: 10 clients, 10% sampled per round in their VIRTUAL setting; we
 # sample 5 of 20 so that psi has room to keep and fill.
@@ -64,11 +66,12 @@ PSI_IMPROVEMENT_CONFIGS = (
      for p in (0.8, 1.0) for reading in ('global', 'local')])
 
 
-def _run(config_flags, seed, rounds, output_dir):
-  return common.run_task(
-      'tasks.mnist_lt', [*COMMON, *config_flags, f'--seed={seed}',
-                         f'--rounds={rounds}', f'--eval_every={rounds}'],
-      output_dir)
+def _runs_by_config(configs) -> dict[str, list[common.Run]]:
+  return {name: common.seeded_runs(
+      f'{FLAGS.configs}/{common.slug(name)}', 'tasks.mnist_lt',
+      (*COMMON, *config_flags, f'--rounds={FLAGS.rounds}',
+       f'--eval_every={FLAGS.rounds}'), FLAGS.seeds)
+          for name, config_flags in configs}
 
 
 def _improved_fractions(summaries):
@@ -83,21 +86,19 @@ def _improved_fractions(summaries):
 
 def main(argv):
   del argv
-  rows = []
   start = time.time()
   improvement = FLAGS.configs == 'psi_improvement'
-  configs = PSI_IMPROVEMENT_CONFIGS if improvement else CONFIGS
-  with tempfile.TemporaryDirectory() as scratch:
-    for name, config_flags in configs:
-      summaries = []
-      for seed in range(FLAGS.seeds):
-        out = os.path.join(scratch, f'{len(rows)}_{seed}')
-        summaries.append(_run(config_flags, seed, FLAGS.rounds, out))
-      rows.append((name,
-                   common.mean_std([s['balanced_accuracy'] for s in summaries]),
-                   common.mean_std([s['minority_accuracy'] for s in summaries]),
-                   *(_improved_fractions(summaries) if improvement else ())))
-      print(f'{name}: {" | ".join(rows[-1][1:])}', flush=True)
+  runs = _runs_by_config(PSI_IMPROVEMENT_CONFIGS if improvement else CONFIGS)
+  grid = common.run_grid(common.all_runs(runs), common.grid_options())
+  if grid.dry_run:
+    return
+  rows = []
+  for name, summaries in common.summaries_by_row(grid, runs).items():
+    rows.append((name,
+                 common.mean_std([s['balanced_accuracy'] for s in summaries]),
+                 common.mean_std([s['minority_accuracy'] for s in summaries]),
+                 *(_improved_fractions(summaries) if improvement else ())))
+    print(f'{name}: {" | ".join(rows[-1][1:])}', flush=True)
   command = ' '.join(['python -m bench.focal_sweep', f'--seeds={FLAGS.seeds}',
                       f'--rounds={FLAGS.rounds}'] +
                      (['--configs=psi_improvement'] if improvement else []))
@@ -115,7 +116,7 @@ def main(argv):
       f'MNIST; minority accuracy is Ac.M over digits 0,1,2,9. Mean ± std over '
       f'seeds 0..{FLAGS.seeds - 1}.',
       common.markdown_table(header, rows),
-      elapsed_s=time.time() - start)
+      elapsed_s=time.time() - start, footer=grid.footer())
 
 
 if __name__ == '__main__':

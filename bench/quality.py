@@ -24,18 +24,16 @@ Protocols:
 `--quick` (1 seed unless --seeds is given, few rounds, the MLP) proves the
 whole matrix in minutes; the full budget is stated in each table. Runs live
 in `--runs_dir/<protocol>/<algo>/seed<k>` and are reused when their flags
-match, so an interrupted benchmark continues where it stopped.
+match (`bench.common.run_grid`), so an interrupted benchmark continues where
+it stopped; `--parallel` (alias `--jobs`), `--retries`, `--run_timeout`,
+`--dry_run` as there.
 """
 
-import concurrent.futures
-import csv
 import dataclasses
-import json
 import os
-import shutil
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Sequence
 
 from absl import app
 from absl import flags
@@ -46,6 +44,7 @@ from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from bench import common
+from tff_imbalance import report
 
 FLAGS = flags.FLAGS
 
@@ -59,8 +58,8 @@ flags.DEFINE_bool('quick', False, 'Few rounds and the MLP: the whole matrix '
                   'in minutes.')
 flags.DEFINE_integer('rounds', None, 'Override the protocol\'s rounds.')
 flags.DEFINE_list('algos', None, 'Algorithms (default: every registered one).')
-flags.DEFINE_integer('jobs', 2, 'Runs at once.')
-flags.DEFINE_string('runs_dir', 'runs/quality', 'Where each run writes.')
+common.define_grid_flags(runs_dir='runs/quality', parallel=2)
+flags.DEFINE_alias('jobs', 'parallel')
 flags.DEFINE_string('results_dir', 'results', 'Where tables and plots go.')
 flags.DEFINE_string('femnist_dir', _FEMNIST_SAMPLE,
                     'LEAF FEMNIST directory of the femnist_sample protocol.')
@@ -144,43 +143,19 @@ def _budget(protocol: Protocol) -> tuple[int, str, int]:
   return rounds, protocol.model, min(protocol.eval_every, rounds)
 
 
-def _run_flags(protocol: Protocol, algo: str, seed: int) -> list[str]:
+def _run_flags(protocol: Protocol, algo: str) -> list[str]:
+  """A run's flags but --seed."""
   rounds, model, eval_every = _budget(protocol)
   run_flags = [*protocol.flags, f'--algo={algo}', f'--model={model}',
-               f'--rounds={rounds}', f'--eval_every={eval_every}',
-               f'--seed={seed}']
+               f'--rounds={rounds}', f'--eval_every={eval_every}']
   if protocol.task == 'tasks.femnist':
     run_flags.append(f'--data_dir={FLAGS.femnist_dir}')
   return run_flags
 
 
-def _run_or_reuse(protocol: Protocol, run_dir: str,
-                  run_flags: list[str]) -> tuple[dict, bool]:
-  """(the run's summary, whether it was reused): reused if `run_dir` holds
-  this very run, else run now."""
-  record = os.path.join(run_dir, 'bench_flags.json')
-  if os.path.exists(os.path.join(run_dir, 'summary.json')) and (
-      os.path.exists(record)):
-    with open(record) as f:
-      if json.load(f) == run_flags:
-        return common.read_summary(run_dir), True
-  shutil.rmtree(run_dir, ignore_errors=True)
-  os.makedirs(run_dir)
-  with open(record, 'w') as f:
-    json.dump(run_flags, f)
-  # The task refuses a directory that holds flags.txt of other flags; the
-  # directory is fresh, so it only ever holds this run.
-  return common.run_task(protocol.task, run_flags, run_dir), False
-
-
-def _accuracy_curve(run_dir: str) -> tuple[list[int], list[float]]:
-  rounds, accuracy = [], []
-  with open(os.path.join(run_dir, 'metrics.csv')) as f:
-    for row in csv.DictReader(f):
-      if row.get('accuracy'):
-        rounds.append(int(row['round']))
-        accuracy.append(float(row['accuracy']))
-  return rounds, accuracy
+def _accuracy_curve(run_dir: str) -> tuple[tuple[int, ...],
+                                            tuple[float, ...]]:
+  return report.read_run(run_dir).curve('accuracy')
 
 
 def _local_training_note(summary: dict) -> str:
@@ -188,19 +163,20 @@ def _local_training_note(summary: dict) -> str:
   return f' (clients ± {spread:.3f})' if spread is not None else ''
 
 
-def _table(algos: Sequence[str], summaries: dict) -> str:
-  rows = []
-  for algo in algos:
-    runs = summaries.get(algo, [])
-    if not runs or any(isinstance(r, str) for r in runs):
-      failure = next((r for r in runs if isinstance(r, str)), 'not run')
-      rows.append([algo] + [f'failed: {failure}'] + [''] * (len(METRICS) - 1))
-      continue
-    cells = [common.mean_std([r[key] for r in runs]) for key, _ in METRICS]
-    cells[0] += _local_training_note(runs[0])
-    rows.append([algo] + cells)
-  return common.markdown_table(['method'] + [name for _, name in METRICS],
-                               rows)
+def _row(algo: str, outcomes: Sequence[common.Outcome]) -> list[str]:
+  failure = next((o.error for o in outcomes if o.summary is None), None)
+  if failure is not None:
+    return [algo, f'failed: {failure[:120]}'] + [''] * (len(METRICS) - 1)
+  runs = [o.summary for o in outcomes]
+  cells = [common.mean_std([r[key] for r in runs]) for key, _ in METRICS]
+  cells[0] += _local_training_note(runs[0])
+  return [algo] + cells
+
+
+def _table(outcomes_by_algo: dict[str, list[common.Outcome]]) -> str:
+  return common.markdown_table(
+      ['method'] + [name for _, name in METRICS],
+      [_row(algo, outcomes) for algo, outcomes in outcomes_by_algo.items()])
 
 
 def _plot(protocol_name: str, algos: Sequence[str], run_dirs: dict,
@@ -235,34 +211,19 @@ def run_protocol(name: str, algos: Sequence[str], seeds: int) -> bool:
   protocol = PROTOCOLS[name]
   rounds, model, _ = _budget(protocol)
   start = time.time()
-  jobs = []
-  for algo in algos:
-    for seed in range(seeds):
-      run_dir = os.path.join(FLAGS.runs_dir, name, algo, f'seed{seed}')
-      jobs.append((algo, seed, run_dir, _run_flags(protocol, algo, seed)))
-  summaries = {algo: [] for algo in algos}
-  reused = 0
-  run_dirs = {algo: [] for algo in algos}
-  with concurrent.futures.ThreadPoolExecutor(FLAGS.jobs) as pool:
-    futures = {pool.submit(_run_or_reuse, protocol, run_dir, run_flags):
-               (algo, seed, run_dir)
-               for algo, seed, run_dir, run_flags in jobs}
-    for future in concurrent.futures.as_completed(futures):
-      algo, seed, run_dir = futures[future]
-      run_dirs[algo].append(run_dir)
-      try:
-        summary, was_reused = future.result()
-        reused += was_reused
-        summaries[algo].append(summary)
-        print(f'{name} {algo} seed {seed}: accuracy '
-              f'{summary["accuracy"]:.4f}', flush=True)
-      except common.TaskFailed as e:
-        summaries[algo].append(str(e).splitlines()[-1][:120])
-        print(f'{name} {algo} seed {seed} FAILED:\n{e}', file=sys.stderr,
-              flush=True)
+  runs = {algo: common.seeded_runs(
+      f'{name}/{algo}', protocol.task, _run_flags(protocol, algo), seeds)
+          for algo in algos}
+  grid = common.run_grid(common.all_runs(runs), common.grid_options())
+  if grid.dry_run:
+    return True
+  outcomes = {algo: [grid[run.name] for run in algo_runs]
+              for algo, algo_runs in runs.items()}
+  run_dirs = {algo: [o.run_dir for o in algo_outcomes]
+              for algo, algo_outcomes in outcomes.items()}
   os.makedirs(FLAGS.results_dir, exist_ok=True)
   plot_path = os.path.join(FLAGS.results_dir, f'{name}.png')
-  _plot(name, algos, {a: sorted(d) for a, d in run_dirs.items()}, plot_path)
+  _plot(name, algos, run_dirs, plot_path)
   variant = ' --quick' if FLAGS.quick else ''
   command = (f'python -m bench.quality --protocol={name} --seeds={seeds}'
              f'{variant}' + (f' --rounds={FLAGS.rounds}' if FLAGS.rounds
@@ -278,13 +239,9 @@ def run_protocol(name: str, algos: Sequence[str], seeds: int) -> bool:
       f'--model, --rounds, --seed. Mean ± std over seeds of the final '
       f'evaluation on the balanced test set; few-shot = classes with < 20 '
       f'training examples, minority = the 30% of classes with the fewest '
-      f'(the tail). Curves: `{plot_path}`.' +
-      (f' {reused} of {len(jobs)} runs were reused from an earlier '
-       f'invocation with the same flags (the time above is this one\'s).'
-       if reused else ''),
-      _table(algos, summaries), elapsed_s=time.time() - start)
-  return all(not isinstance(r, str) for runs in summaries.values()
-             for r in runs)
+      f'(the tail). Curves: `{plot_path}`.',
+      _table(outcomes), elapsed_s=time.time() - start, footer=grid.footer())
+  return not grid.failures()
 
 
 def main(argv):

@@ -13,11 +13,13 @@ as a diagnostic, and reports minority-class accuracy (Ac.M over 0,1,2,9),
 AUC, and the mean and minimum over rounds of the monitor's per-round cosine
 similarity between estimated and true composition. Every run holds out the
 same 32 auxiliary examples per class for the server.
+
+Runs live in `--runs_dir` and are reused when their flags match
+(`bench.common.run_grid`); a run past `--run_timeout` is killed and retried
+(`--retries`): seen twice on the shared machine, a run stuck while tracing
+(AutoGraph fell back to unconverted code while the source was being edited).
 """
 
-import os
-import subprocess
-import tempfile
 import time
 
 from absl import app
@@ -33,7 +35,7 @@ flags.DEFINE_enum('model', 'mlp', ['mlp', 'cnn'], 'Model for every run.')
 flags.DEFINE_list('gammas', ['10', '20', '50', '100'],
                   'Global imbalance ratios Gamma.')
 flags.DEFINE_string('output', 'results/ratio_table.md', 'Markdown table.')
-flags.DEFINE_integer('run_timeout', 600, 'Seconds before a run is retried.')
+common.define_grid_flags(runs_dir='runs/bench/ratio_table', timeout_s=600)
 
 MINORITY = '0,1,2,9'
 COMMON = ['--profile=unbalanced', f'--minority_profile_classes={MINORITY}',
@@ -50,21 +52,23 @@ LOSSES = (
 )
 
 
-def _run(loss_flags, gamma, seed, output_dir):
-  rounds = FLAGS.rounds
-  flags_ = [*COMMON, *loss_flags, f'--minority_ratio={gamma}',
-            f'--model={FLAGS.model}', f'--seed={seed}', f'--rounds={rounds}',
-            f'--eval_every={rounds}']
-  try:
-    return common.run_task('tasks.mnist_lt', flags_, output_dir,
-                           timeout_s=FLAGS.run_timeout)
-  except subprocess.TimeoutExpired:
-    # Seen twice on the shared machine: a run stuck while tracing (AutoGraph
-    # fell back to unconverted code while the source was being edited). The
-    # same flags give the same run, so one retry loses nothing.
-    print(f'retrying after a timeout: {" ".join(flags_)}', flush=True)
-    return common.run_task('tasks.mnist_lt', flags_, output_dir + '_retry',
-                           timeout_s=FLAGS.run_timeout)
+def _runs_by_row() -> dict[tuple[str, str], list[common.Run]]:
+  """(Gamma, loss) -> its runs over the seeds."""
+  return {(gamma, name): common.seeded_runs(
+      f'gamma{gamma}/{name}', 'tasks.mnist_lt',
+      (*COMMON, *loss_flags, f'--minority_ratio={gamma}',
+       f'--model={FLAGS.model}', f'--rounds={FLAGS.rounds}',
+       f'--eval_every={FLAGS.rounds}'), FLAGS.seeds)
+          for gamma in FLAGS.gammas for name, loss_flags in LOSSES}
+
+
+def _row(gamma: str, loss: str, summaries: list[dict]) -> tuple:
+  cosines = [s['released']['monitor_cosine_similarity'] for s in summaries]
+  return (gamma, loss,
+          common.mean_std([s['minority_accuracy'] for s in summaries]),
+          common.mean_std([s['auc'] for s in summaries]),
+          common.mean_std([c['mean'] for c in cosines]),
+          f'{np.min([c["min"] for c in cosines]):.4f}')
 
 
 def _seeds_note() -> str:
@@ -75,24 +79,13 @@ def _seeds_note() -> str:
 
 def main(argv):
   del argv
-  rows = []
   start = time.time()
-  with tempfile.TemporaryDirectory() as scratch:
-    for gamma in FLAGS.gammas:
-      for name, loss_flags in LOSSES:
-        minority, auc, cos_mean, cos_min = [], [], [], []
-        for seed in range(FLAGS.seeds):
-          out = os.path.join(scratch, f'{gamma}_{name}_{seed}')
-          summary = _run(loss_flags, gamma, seed, out)
-          minority.append(summary['minority_accuracy'])
-          auc.append(summary['auc'])
-          cosine = summary['released']['monitor_cosine_similarity']
-          cos_mean.append(cosine['mean'])
-          cos_min.append(cosine['min'])
-        rows.append((gamma, name, common.mean_std(minority),
-                     common.mean_std(auc), common.mean_std(cos_mean),
-                     f'{np.min(cos_min):.4f}'))
-        print(' | '.join(str(c) for c in rows[-1]), flush=True)
+  runs = _runs_by_row()
+  grid = common.run_grid(common.all_runs(runs), common.grid_options())
+  if grid.dry_run:
+    return
+  rows = [_row(*row, summaries)
+          for row, summaries in common.summaries_by_row(grid, runs).items()]
   command = ' '.join(['python -m bench.ratio_table', f'--seeds={FLAGS.seeds}',
                       f'--rounds={FLAGS.rounds}', f'--model={FLAGS.model}'])
   common.write_result(
@@ -117,7 +110,7 @@ def main(argv):
       common.markdown_table(
           ['Gamma', 'loss', f'Ac.M ({MINORITY})', 'AUC', 'cos mean',
            'cos min'], rows),
-      elapsed_s=time.time() - start)
+      elapsed_s=time.time() - start, footer=grid.footer())
 
 
 if __name__ == '__main__':

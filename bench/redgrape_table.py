@@ -12,12 +12,13 @@ auxiliary examples per class for the server (Ratio Loss's monitor needs them;
 of classes with the fewest training examples, digits 7-9: 004's Test/Tail_Acc)
 on the balanced held-out test set after the last round, mean ± std over
 seeds, and RedGrape's steady-state time per round relative to FedAvg's.
+
+Runs live in `--runs_dir` (alias `--work_dir`) and are reused when their flags
+match (`bench.common.run_grid`); `--parallel`, `--retries`, `--run_timeout`,
+`--dry_run` as there. A configuration whose runs failed shows "not run".
 """
 
-from concurrent import futures
-import os
 import statistics
-import tempfile
 import time
 
 from absl import app
@@ -37,11 +38,8 @@ flags.DEFINE_list('imbalance_ratios', ['10', '50', '100'], 'IR values.')
 flags.DEFINE_list('algos', ['fedavg', 'fedfocal', 'ratio', 'redgrape'],
                   'Algorithms (rows); unregistered ones are skipped and named.')
 flags.DEFINE_string('output', 'results/redgrape_table.md', 'Markdown table.')
-flags.DEFINE_string('work_dir', None,
-                    'Keeps every run\'s output; a run whose summary.json is '
-                    'already there is read, not rerun (default: a temporary '
-                    'directory).')
-flags.DEFINE_integer('parallel', 1, 'Task subprocesses run at once.')
+common.define_grid_flags(runs_dir='runs/bench/redgrape_table')
+flags.DEFINE_alias('work_dir', 'runs_dir')
 
 COMMON = ['--profile=longtail', '--partition=dirichlet',
           '--dirichlet_alpha=1.0', '--num_clients=10',
@@ -53,12 +51,16 @@ COMMON = ['--profile=longtail', '--partition=dirichlet',
 ALGO_FLAGS = {'fedfocal': ['--psi=0']}
 
 
-def _flags(algo, ratio, seed):
-  return [*COMMON, *ALGO_FLAGS.get(algo, []), f'--algo={algo}',
-          f'--imbalance_ratio={ratio}', f'--model={FLAGS.model}',
-          f'--local_epochs={FLAGS.local_epochs}',
-          f'--client_lr={FLAGS.client_lr}', f'--seed={seed}',
-          f'--rounds={FLAGS.rounds}', f'--eval_every={FLAGS.rounds}']
+def _runs_by_cell(algos) -> dict[tuple[str, str], list[common.Run]]:
+  """(IR, algorithm) -> its runs over the seeds."""
+  return {(ratio, algo): common.seeded_runs(
+      f'ir{ratio}/{algo}', 'tasks.mnist_lt',
+      (*COMMON, *ALGO_FLAGS.get(algo, []), f'--algo={algo}',
+       f'--imbalance_ratio={ratio}', f'--model={FLAGS.model}',
+       f'--local_epochs={FLAGS.local_epochs}',
+       f'--client_lr={FLAGS.client_lr}', f'--rounds={FLAGS.rounds}',
+       f'--eval_every={FLAGS.rounds}'), FLAGS.seeds)
+          for ratio in FLAGS.imbalance_ratios for algo in algos}
 
 
 def _command():
@@ -104,15 +106,18 @@ def _description(skipped, time_ratios, counts):
       f'{ratio_note}{skipped_note}')
 
 
-def _run(algo, ratio, seed, work_dir):
-  """(summary, whether this call ran the task rather than reading it)."""
-  out = os.path.join(work_dir, f'{ratio}_{algo}_{seed}')
-  if os.path.exists(os.path.join(out, 'summary.json')):
-    return common.read_summary(out), False
-  return common.run_task('tasks.mnist_lt', _flags(algo, ratio, seed), out), True
+def _time_ratios(grid, redgrape_runs, fedavg_runs) -> list[float]:
+  """RedGrape / FedAvg steady-state seconds per round, paired by seed."""
+  ratios = []
+  for redgrape, fedavg in zip(redgrape_runs, fedavg_runs):
+    if grid[redgrape.name].summary and grid[fedavg.name].summary:
+      ratios.append(common.round_seconds(grid[redgrape.name].run_dir)[1] /
+                    common.round_seconds(grid[fedavg.name].run_dir)[1])
+  return ratios
 
 
-def _table(work_dir, algos, skipped, elapsed_s):
+def _table(grid, runs, algos):
+  """(markdown table, time ratios, training counts per IR)."""
   header = ['algorithm'] + [
       f'IR {r} {what}' for r in FLAGS.imbalance_ratios
       for what in ('overall', 'tail')]
@@ -120,30 +125,19 @@ def _table(work_dir, algos, skipped, elapsed_s):
   for algo in algos:
     row = [algo]
     for ratio in FLAGS.imbalance_ratios:
-      outs = [os.path.join(work_dir, f'{ratio}_{algo}_{seed}')
-              for seed in range(FLAGS.seeds)]
-      if not all(os.path.exists(os.path.join(o, 'summary.json'))
-                 for o in outs):
+      cell_runs = runs[ratio, algo]
+      if any(grid[run.name].summary is None for run in cell_runs):
         row += ['not run', 'not run']
         continue
-      summaries = [common.read_summary(o) for o in outs]
+      summaries = grid.summaries([run.name for run in cell_runs])
       if algo == algos[0]:
         counts.append(f'IR {ratio}: {summaries[0]["train_class_counts"]}')
       row += [common.mean_std([s['accuracy'] for s in summaries]),
               common.mean_std([s['minority_accuracy'] for s in summaries])]
-      if algo == 'redgrape':
-        for seed, out in enumerate(outs):
-          fedavg = os.path.join(work_dir, f'{ratio}_fedavg_{seed}')
-          if os.path.exists(os.path.join(fedavg, 'metrics.csv')):
-            time_ratios.append(common.round_seconds(out)[1] /
-                               common.round_seconds(fedavg)[1])
+      if algo == 'redgrape' and (ratio, 'fedavg') in runs:
+        time_ratios += _time_ratios(grid, cell_runs, runs[ratio, 'fedavg'])
     rows.append(row)
-  common.write_result(
-      FLAGS.output,
-      'RedGrape and its baselines on MNIST-LT (004 Table 1 protocol, CPU '
-      'scale)', _command(),
-      _description(skipped, time_ratios, '; '.join(counts)),
-      common.markdown_table(header, rows), elapsed_s=elapsed_s)
+  return common.markdown_table(header, rows), time_ratios, '; '.join(counts)
 
 
 def main(argv):
@@ -151,22 +145,17 @@ def main(argv):
   algos = [a for a in FLAGS.algos if a in registry.ALGORITHMS]
   skipped = [a for a in FLAGS.algos if a not in registry.ALGORITHMS]
   start = time.time()
-  with tempfile.TemporaryDirectory() as scratch:
-    work_dir = FLAGS.work_dir or scratch
-    os.makedirs(work_dir, exist_ok=True)
-    jobs = [(algo, ratio, seed) for ratio in FLAGS.imbalance_ratios
-            for algo in algos for seed in range(FLAGS.seeds)]
-    with futures.ThreadPoolExecutor(max_workers=FLAGS.parallel) as pool:
-      running = [pool.submit(_run, *job, work_dir) for job in jobs]
-      read_any = False
-      for job, future in zip(jobs, running):
-        summary, ran = future.result()
-        read_any = read_any or not ran
-        print(*job, summary['accuracy'], summary['minority_accuracy'],
-              flush=True)
-        # Runs read back from --work_dir took the time of an earlier call.
-        _table(work_dir, algos, skipped,
-               None if read_any else time.time() - start)
+  runs = _runs_by_cell(algos)
+  grid = common.run_grid(common.all_runs(runs), common.grid_options())
+  if grid.dry_run:
+    return
+  table, time_ratios, counts = _table(grid, runs, algos)
+  common.write_result(
+      FLAGS.output,
+      'RedGrape and its baselines on MNIST-LT (004 Table 1 protocol, CPU '
+      'scale)', _command(), _description(skipped, time_ratios, counts),
+      table, elapsed_s=time.time() - start, footer=grid.footer())
+
 
 if __name__ == '__main__':
   app.run(main)

@@ -7,8 +7,8 @@ is the same for every task.
 An --output_dir belongs to one experiment: `flags.txt` there records every
 flag (`python -m <task> --flagfile=DIR/flags.txt` reruns it), and a later
 run in the same directory must use the same flags but for --rounds, --resume,
---quiet, --output_dir, --checkpoint_every, --max_concurrent_clients and
---workers.
+--quiet, --output_dir, --checkpoint_every, --max_concurrent_clients,
+--workers, --executor and --device.
 --resume continues the run from its latest checkpoint.
 """
 
@@ -27,13 +27,15 @@ from tff_imbalance import checkpointing
 from tff_imbalance import compat  # pylint: disable=unused-import  (TF logging)
 from tff_imbalance import errors
 from tff_imbalance import evaluation
+from tff_imbalance import report
 from tff_imbalance import runner
+from tff_imbalance import inprocess
 from tff_imbalance import runtime
 from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
 from tff_imbalance.data import stats
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning import registry
-from tff_imbalance.learning.algorithms import local_only
 from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
 
@@ -42,10 +44,11 @@ FLAGS = flags.FLAGS
 # Flags that may differ between a run and its resumption or rerun in the same
 # --output_dir: they extend a run or change how it is watched and stored, not
 # what it computes (the worker's concurrency does not change the results;
-# remote workers change only the order of float sums, tests/test_remote.py).
+# remote workers change only the order of float sums, tests/test_remote.py;
+# the in-process path agrees with the worker to 1e-5, tests/test_inprocess.py).
 _FLAGS_FREE_IN_ONE_RUN = frozenset({
     'rounds', 'resume', 'quiet', 'output_dir', 'checkpoint_every',
-    'max_concurrent_clients', 'workers'})
+    'max_concurrent_clients', 'workers', 'executor', 'device'})
 # Modules whose flags are infrastructure (logging, test runners), not ours.
 _FOREIGN_FLAG_MODULES = ('absl.', 'tensorflow.', 'tensorflow_federated.')
 FLAGS_FILE = 'flags.txt'
@@ -66,22 +69,12 @@ flags.DEFINE_float('client_momentum', 0.0, 'Local SGD momentum.')
 flags.DEFINE_float('server_lr', None,
                    'Server learning rate (default: 1.0 for SGD servers, 0.01 '
                    'for fedadam).')
-flags.DEFINE_float('server_momentum', 0.9, 'FedAvgM server momentum.')
-flags.DEFINE_float('fedprox_mu', 0.01, 'FedProx proximal strength mu.')
 flags.DEFINE_enum('loss', 'ce', ['ce', 'focal'],
                   'Local loss for every algorithm: cross-entropy or focal '
                   '(000 eq. 6; fedfocal always uses focal).')
 flags.DEFINE_float('focal_gamma', 2.0, 'Focal loss gamma (>= 0).')
 flags.DEFINE_list('focal_alpha', ['1.0'],
                   'Focal loss alpha: one weight, or one per class.')
-flags.DEFINE_float('psi', 0.8,
-                   'fedfocal: share of last round\'s improved clients kept '
-                   '(000 eqs. 7-13), in [0, 1]; 0 is uniform sampling.')
-flags.DEFINE_enum('psi_improvement', 'global', ['global', 'local'],
-                  'fedfocal: a client of round t "improved" (000 eq. 9) when '
-                  'its validation loss under the new global model w^{t+1} '
-                  '(global) or under its own trained model (local) is below '
-                  'its loss under w^t (docs/fedfocal.md).')
 flags.DEFINE_float('validation_fraction', None,
                    'Share of each client\'s examples (per class) held out for '
                    'local validation, in [0, 1); default: 0.1 for the '
@@ -110,6 +103,14 @@ flags.DEFINE_list('workers', None,
                   '--port=N) that share each round\'s clients; default: one '
                   'local worker. Insecure gRPC: loopback or a private network '
                   'only.')
+flags.DEFINE_enum('executor', 'worker', runtime.EXECUTORS,
+                  'What runs the TFF computations: worker (TFF\'s C++ '
+                  'worker_binary, CPU only, listens on all interfaces) or '
+                  'inprocess (TensorFlow in this process, GPUs where present, '
+                  'no port; README "Accelerators").')
+flags.DEFINE_enum('device', 'auto', inprocess.DEVICE_CHOICES,
+                  'With --executor=inprocess: auto (every GPU TensorFlow '
+                  'sees, else the CPU), cpu or gpu.')
 flags.DEFINE_bool('quiet', False, 'No per-round lines.')
 
 # Ratio Loss and the composition monitor (002).
@@ -122,94 +123,32 @@ flags.DEFINE_bool('monitor', False,
                   'Run the composition monitor (002 sec 3.2) beside any '
                   'algorithm as a pure diagnostic; --algo=ratio always runs '
                   'it.')
-flags.DEFINE_float('ratio_alpha', 1.0, 'Ratio Loss alpha (002 eq. 10), > 0.')
-flags.DEFINE_float('ratio_beta', 0.1, 'Ratio Loss beta (002 eq. 10), >= 0.')
 flags.DEFINE_float('ratio_threshold', 1.25,
                    'Monitor filter threshold T_Ra (002 eq. 7).')
-flags.DEFINE_integer('ratio_start_round', 1,
-                     'First round (1-based) with Ratio Loss weights; plain CE '
-                     'before (002 Table 1, detection stage).')
-flags.DEFINE_enum('ratio_weighting', 'per_example', ['per_example', 'as_coded'],
-                  'per_example: each example weighted by its class (002 eq. '
-                  '11); as_coded: the reference code\'s batch-mean weight '
-                  'times CE (NOTES.md sec. 2).')
-flags.DEFINE_enum('ratio_normalize', 'mean', ['mean', 'none'],
-                  'mean: Ratio Loss class weights alpha + beta Ra_i divided by '
-                  'their class mean (finite under client momentum); none: '
-                  '002 eq. 10 as printed.')
 
-# CLIMB (Shen et al. 2022) and Balanced Softmax (Ren et al. 2020).
-flags.DEFINE_float('climb_epsilon', 0.01,
-                   'CLIMB constraint tolerance epsilon >= 0 (004 app. C.2: '
-                   '0.01 MNIST-LT, 0.1 CIFAR).')
-flags.DEFINE_float('climb_dual_lr', 2.0,
-                   'CLIMB dual step size eta_D > 0 (004 app. C.2: 2.0 '
-                   'MNIST-LT, 0.1 CIFAR).')
-flags.DEFINE_float('climb_max_dual', 100.0,
-                   'CLIMB upper clip of every dual variable (> 0).')
-flags.DEFINE_enum('climb_duals', 'all', ['all', 'cohort'],
-                  'CLIMB dual step on every client\'s loss (all: the official '
-                  'algorithm; every round evaluates all N clients) or on the '
-                  'round\'s cohort only (cohort: for large populations).')
-flags.DEFINE_integer('climb_primal_rounds', 1,
-                     'CLIMB rounds per dual step >= 1 (official code: 5; '
-                     '004 app. C.2: 1).')
-flags.DEFINE_enum('balanced_softmax_prior', 'local', ['local', 'global'],
-                  'balanced_softmax: log prior from each client\'s own label '
-                  'counts (FedETF) or from the global training counts '
-                  '(BalanceFL\'s centralized baseline).')
 
-# BalanceFL (Shuai et al. 2022, 003): --algo=balancefl with every switch on is
-# the paper's method; each switch removes one component (003 table 4).
-flags.DEFINE_bool('balancefl_kd', True,
-                  'BalanceFL knowledge inheritance: distil the received model '
-                  'on absent classes, CE on activated classes (003 eqs. 3-4, '
-                  '8); off: plain CE.')
-flags.DEFINE_bool('balancefl_balanced_sampling', True,
-                  'BalanceFL class-balanced sampling over activated classes '
-                  '(003 eq. 5, gamma=0).')
-flags.DEFINE_bool('balancefl_feature_aug', True,
-                  'BalanceFL feature-space augmentation (003 eqs. 6-7).')
-flags.DEFINE_bool('balancefl_smooth', True,
-                  'BalanceFL smooth regulariser on activated classes (003 '
-                  'eq. 9).')
-flags.DEFINE_float('balancefl_temperature', 2.0,
-                   'BalanceFL distillation temperature T > 0 (003: 2).')
-flags.DEFINE_float('balancefl_smooth_weight', 0.128,
-                   'BalanceFL lambda_1 >= 0 on the batch-mean negative '
-                   'entropy (reference code: 0.002 x batch sum at batch 64).')
-flags.DEFINE_enum('balancefl_absent', 'client', ['client', 'batch'],
-                  'BalanceFL absent classes: per client (the paper) or per '
-                  'mini-batch (the reference code).')
+# Flag definers by an option's type; a tuple (of floats) is a list flag.
+_FLAG_DEFINERS = {
+    bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
+    float: flags.DEFINE_float, str: flags.DEFINE_string,
+    tuple: lambda name, default, help_text: flags.DEFINE_list(
+        name, [str(v) for v in default], help_text),
+}
 
-# RedGrape (Yang et al. 2024, 004): --algo=redgrape.
-flags.DEFINE_float('redgrape_lambda', 0.1,
-                   'RedGrape re-balancing strength lambda >= 0 (004 eq. 13); '
-                   '0 is FedAvg with a two-stream head.')
-flags.DEFINE_integer('redgrape_threshold', 8,
-                     'RedGrape T >= 1: a class enters the local balanced set '
-                     'with T random samples when the client holds at least T '
-                     '(004 eq. 9).')
 
-# CReFF (Shang et al. 2022): --algo=creff (defaults: the CReFF code).
-flags.DEFINE_integer('creff_features_per_class', 100,
-                     'CReFF federated features per class (>= 1).')
-flags.DEFINE_integer('creff_match_steps', 100,
-                     'CReFF gradient-matching steps per round (>= 1).')
-flags.DEFINE_float('creff_feature_lr', 0.1,
-                   'CReFF learning rate of the federated features (> 0).')
-flags.DEFINE_integer('creff_retrain_epochs', 300,
-                     'CReFF classifier re-training epochs of mini-batch SGD '
-                     'over the federated features per round (>= 1).')
-flags.DEFINE_integer('creff_retrain_batch_size', 32,
-                     'CReFF re-training mini-batch size (>= 1; at least '
-                     'classes x --creff_features_per_class is full-batch).')
-flags.DEFINE_float('creff_retrain_lr', 0.01,
-                   'CReFF classifier re-training learning rate (> 0; the '
-                   'CReFF code: 0.01; 004 appendix C.2: --client_lr).')
-flags.DEFINE_enum('creff_retrain_init', 'fresh', ['fresh', 'zero'],
-                  'CReFF re-trained classifier start each round: a fresh '
-                  'seeded nn.Linear-style draw (the CReFF code) or zero.')
+def _define_option_flags() -> None:
+  """One flag per option of every registered method (`learning/options.py`):
+  name, default, help and choices come from the method's options dataclass."""
+  for _, options_class in registry.options_classes():
+    for name, field in options_lib.flag_fields(options_class):
+      help_text, choices = field.metadata['help'], field.metadata['choices']
+      if choices is not None:
+        flags.DEFINE_enum(name, field.default, choices, help_text)
+      else:
+        _FLAG_DEFINERS[type(field.default)](name, field.default, help_text)
+
+
+_define_option_flags()
 
 
 def exit_on_user_error(main: Callable[[Sequence[str]], None]):
@@ -289,16 +228,16 @@ def check_values(checks: Sequence[tuple[str, bool, str]]) -> None:
           f'--{flag} must be {requirement} (got {FLAGS[flag].value}).')
 
 
-def _warn_inapplicable_algorithm_flags(
-    config: registry.AlgorithmConfig) -> None:
+def _warn_inapplicable_algorithm_flags(config: registry.AlgorithmConfig,
+                                       options) -> None:
   setting = f'--algo={FLAGS.algo}'
   flag_names = [name for name in _experiment_flags() if set_by_user(name)]
   warn_inapplicable([(flag, False, setting, where)
                      for flag, where in registry.inapplicable_flags(
-                         FLAGS.algo, config, flag_names)])
+                         FLAGS.algo, config, options, flag_names)])
 
 
-def _validation_fraction(config: registry.AlgorithmConfig) -> float:
+def _validation_fraction(options) -> float:
   """The per-client validation share: carved only where the algorithm uses it.
 
   Raises:
@@ -309,7 +248,7 @@ def _validation_fraction(config: registry.AlgorithmConfig) -> float:
   if fraction is not None:
     check_values([('validation_fraction', 0 <= fraction < 1,
                    'in [0, 1), e.g. 0.1')])
-  if not registry.uses_validation(FLAGS.algo, config):
+  if not registry.uses_validation(FLAGS.algo, options):
     return 0.0  # _warn_inapplicable_algorithm_flags says so if it was set.
   if fraction is None:
     return _DEFAULT_VALIDATION_FRACTION
@@ -395,12 +334,12 @@ def _check_same_experiment(output_dir: str) -> None:
   """
   path = os.path.join(output_dir, FLAGS_FILE)
   holds_results = os.path.exists(
-      os.path.join(output_dir, runner.METRICS_FILE)) or bool(
+      os.path.join(output_dir, report.METRICS_FILE)) or bool(
           checkpointing.saved_rounds(
-              os.path.join(output_dir, runner.CHECKPOINT_DIR))) or (
+              os.path.join(output_dir, report.CHECKPOINT_DIR))) or (
                   # --algo=local keeps its rounds under clients/.
                   os.path.isdir(os.path.join(output_dir,
-                                             local_only.CLIENTS_DIR)))
+                                             report.CLIENTS_DIR)))
   # flags.txt alone is a run that stopped before its first round (bad input,
   # a crash while building): nothing to protect.
   if not (os.path.exists(path) and holds_results):
@@ -425,7 +364,7 @@ def _record_flags(output_dir: str) -> None:
   path = os.path.join(output_dir, FLAGS_FILE)
   # A complete file or none: a kill mid-write must not leave flags that
   # would then refuse the resumed run.
-  runner.write_atomically(path, lambda f: f.write(
+  report.write_atomically(path, lambda f: f.write(
       f'{_TASK_LINE_PREFIX}{_task_module()} --flagfile={path}\n' +
       '\n'.join(lines) + '\n'))
 
@@ -447,21 +386,31 @@ def _check_output_dir(config: runner.RunConfig) -> None:
   runner.check_output_dir(config)
 
 
-def _algorithm_config() -> registry.AlgorithmConfig:
-  """`AlgorithmConfig` with every field that has a flag of its name set.
+def _flag_value(flag: str):
+  """A flag's value; list flags become tuples of floats."""
+  value = FLAGS[flag].value
+  return _float_list(flag, value) if isinstance(value, list) else value
 
-  List flags become tuples of floats, so that a new hyperparameter is one
-  field in `registry.AlgorithmConfig` and one flag definition.
+
+def _algorithm_config() -> registry.AlgorithmConfig:
+  """`AlgorithmConfig` with every field that has a flag of its name set."""
+  return registry.AlgorithmConfig(**{
+      field.name: _flag_value(field.name)
+      for field in dataclasses.fields(registry.AlgorithmConfig)
+      if field.name in FLAGS})
+
+
+def _method_options():
+  """The options of --algo, from their flags (None without options).
+
+  Every method's options are built, so that an invalid value stops the run
+  whether or not --algo uses it.
   """
-  values = {}
-  for field in dataclasses.fields(registry.AlgorithmConfig):
-    if field.name not in FLAGS:
-      continue
-    value = FLAGS[field.name].value
-    if isinstance(value, list):
-      value = _float_list(field.name, value)
-    values[field.name] = value
-  return registry.AlgorithmConfig(**values)
+  built = {name: options_class(**{
+      field.name: _flag_value(flag)
+      for flag, field in options_lib.flag_fields(options_class)})
+           for name, options_class in registry.options_classes()}
+  return built.get(FLAGS.algo)
 
 
 def _minority_classes(num_classes: int) -> Optional[list[int]]:
@@ -503,19 +452,20 @@ def run_experiment(source: arrays.SourceData,
   _check_output_dir(config)
   # Every algorithm flag is validated here, whether or not --algo uses it.
   algorithm_config = _algorithm_config()
-  _warn_inapplicable_algorithm_flags(algorithm_config)
+  options = _method_options()
+  _warn_inapplicable_algorithm_flags(algorithm_config, options)
   num_classes = source.num_classes
   stats.validate_labels(source.test.y, num_classes)
   data = federated.build_federated_data(
       source.train, client_partition, num_classes,
-      validation_fraction=_validation_fraction(algorithm_config),
+      validation_fraction=_validation_fraction(options),
       seed=FLAGS.seed, client_ids=client_ids)
   train_counts = stats.class_counts(data.train_labels(), num_classes)
   clients_per_round = FLAGS.clients_per_round
-  if FLAGS.algo in registry.POOLED_DATA_ALGORITHMS:
+  client_mode = registry.client_mode(FLAGS.algo)
+  if client_mode == registry.ClientMode.POOLED:
     data = data.pooled()
-  if FLAGS.algo in (registry.POOLED_DATA_ALGORITHMS |
-                    registry.LOCAL_ONLY_ALGORITHMS):
+  if client_mode != registry.ClientMode.FEDERATED:
     clients_per_round = 1  # One model trained on one (virtual) client's data.
   context = registry.TaskContext(
       num_classes=num_classes, num_clients=data.num_clients,
@@ -524,14 +474,12 @@ def run_experiment(source: arrays.SourceData,
                                   num_classes, FLAGS.seed)
   selector = registry.build_selector(FLAGS.algo, algorithm_config, data,
                                      clients_per_round, FLAGS.seed,
-                                     model_spec=model_spec)
+                                     model_spec=model_spec, options=options)
   minority = _minority_classes(num_classes)
-  if FLAGS.workers:
-    runtime.set_remote_execution_context(FLAGS.workers)
-  else:
-    runtime.set_local_execution_context(FLAGS.max_concurrent_clients)
+  runtime.set_execution_context(FLAGS.executor, FLAGS.device, FLAGS.workers,
+                                FLAGS.max_concurrent_clients)
   process = registry.build_process(FLAGS.algo, model_spec, algorithm_config,
-                                   context)
+                                   context, options)
   evaluator = runner.Evaluator(model_spec, source.test, train_counts,
                                minority_classes=minority)
   partition_stats = stats.summarize(
@@ -540,10 +488,11 @@ def run_experiment(source: arrays.SourceData,
     _record_flags(FLAGS.output_dir)
   extra_summary = dict(algo=FLAGS.algo, model=FLAGS.model, seed=FLAGS.seed,
                        train_class_counts=train_counts.tolist(),
-                       partition=partition_stats, data=data_summary or {})
-  if FLAGS.algo in registry.LOCAL_ONLY_ALGORITHMS:
-    summary = local_only.run_each_client(process, data, evaluator, config,
-                                         extra_summary=extra_summary)
+                       partition=partition_stats, data=data_summary or {},
+                       execution=runtime.execution_summary())
+  if client_mode == registry.ClientMode.EACH_ALONE:
+    summary = runner.run_each_client(process, data, evaluator, config,
+                                     extra_summary=extra_summary)
   else:
     summary = runner.run(process, data, selector, evaluator, config,
                          extra_summary=extra_summary)

@@ -81,12 +81,12 @@ def test_registry_builds_both_priors_and_refuses_others():
   context = registry.TaskContext(num_classes=NUM_CLASSES, num_clients=2,
                                  train_class_counts=np.array([9, 3, 1, 0]))
   for prior in ('local', 'global'):
-    config = registry.AlgorithmConfig(balanced_softmax_prior=prior)
-    process = registry.build_process('balanced_softmax', SPEC, config,
-                                     context)
+    process = registry.build_process(
+        'balanced_softmax', SPEC, registry.AlgorithmConfig(), context,
+        balanced_softmax.BalancedSoftmaxOptions(prior=prior))
     broadcast = np.asarray(process.initialize().client_work['broadcast'])
     expected = (np.log([9.0, 3.0, 1.0, 1.0]) if prior == 'global' else
                 np.zeros(NUM_CLASSES))
     np.testing.assert_allclose(broadcast, expected, rtol=1e-6)
   with pytest.raises(errors.UserInputError, match='--balanced_softmax_prior'):
-    registry.AlgorithmConfig(balanced_softmax_prior='uniform')
+    balanced_softmax.BalancedSoftmaxOptions(prior='uniform')

@@ -13,7 +13,6 @@ from tff_imbalance.data import sampling
 from tff_imbalance.learning import registry
 from tff_imbalance.learning.algorithms import balancefl
 from tff_imbalance.learning.algorithms import fedavg_family
-from tff_imbalance.learning.client_work import balancefl as balancefl_work
 from tff_imbalance.learning.client_work import balancefl_losses
 from tff_imbalance.models import spec as spec_lib
 
@@ -124,7 +123,7 @@ def test_balanced_sampling_is_seeded():
 
 
 def test_augmentation_probability_is_zero_for_the_largest_class():
-  p = balancefl_work.augmentation_probability(tf.constant([40, 10, 0, 30]))
+  p = balancefl.augmentation_probability(tf.constant([40, 10, 0, 30]))
   np.testing.assert_allclose(p.numpy(), [0.0, 0.75, 0.0, 0.25])
 
 
@@ -134,23 +133,23 @@ def test_pooled_covariance_and_noise_factor_match_numpy():
   features = rng.normal(size=(len(labels), 3)).astype(np.float32)
   counts = np.bincount(labels, minlength=NUM_CLASSES)
   one_hot = np.eye(NUM_CLASSES)[labels]
-  sigma = balancefl_work.pooled_covariance(
+  sigma = balancefl.pooled_covariance(
       tf.constant(features.T @ features), tf.constant(
           (one_hot.T @ features).astype(np.float32)), tf.constant(counts))
   expected = sum(counts[c] * np.cov(features[labels == c].T, bias=True)
                  for c in (0, 1, 3)) / len(labels)
   np.testing.assert_allclose(sigma.numpy(), expected, atol=1e-5)
-  factor = balancefl_work.noise_factor(sigma).numpy()
+  factor = balancefl.noise_factor(sigma).numpy()
   np.testing.assert_allclose(factor @ factor.T, expected, atol=1e-5)
 
 
 def test_bad_options_raise_user_input_errors_naming_the_flag():
   with pytest.raises(errors.UserInputError, match='--balancefl_temperature'):
-    registry.AlgorithmConfig(balancefl_temperature=0.0)
+    balancefl.BalanceFLOptions(temperature=0.0)
   with pytest.raises(errors.UserInputError, match='--balancefl_absent'):
-    registry.AlgorithmConfig(balancefl_absent='node')
+    balancefl.BalanceFLOptions(absent='node')
   with pytest.raises(errors.UserInputError, match='--balancefl_smooth_weight'):
-    registry.AlgorithmConfig(balancefl_smooth_weight=-1.0)
+    balancefl.BalanceFLOptions(smooth_weight=-1.0)
 
 
 # ---- end to end ---------------------------------------------------------------
@@ -186,9 +185,9 @@ def _train(process, inputs, rounds=2):
 
 
 def _balancefl(**switches):
-  options = balancefl.BalanceFLOptions(batch_size=4, seed=SPEC.seed,
-                                       **switches)
-  return balancefl.build_balancefl(SPEC, _sgd(), _sgd(1.0), options)
+  options = balancefl.BalanceFLOptions(**switches)
+  return balancefl.build_balancefl(SPEC, _sgd(), _sgd(1.0), options,
+                                   batch_size=4, seed=SPEC.seed)
 
 
 @pytest.fixture(scope='module')

@@ -1,5 +1,7 @@
-"""The benchmark helpers: table formatting, round times, result files."""
+"""The benchmark helpers: the grid of runs (reuse by flags, retries,
+parallel jobs, commits), table formatting, round times, result files."""
 
+import json
 import os
 
 import pytest
@@ -52,3 +54,136 @@ def test_every_quality_protocol_states_its_budget():
     assert 0 < protocol.quick_rounds < protocol.rounds, name
     assert not any(f.startswith(('--algo=', '--seed=', '--rounds='))
                    for f in protocol.flags), name
+
+
+# A stand-in task program for the grid: writes summary.json from its flags in
+# milliseconds. `--fail_first=N` exits 1 on its first N starts and
+# `--hang_first=N` sleeps on them (counted in <output_dir>/../starts_<name>),
+# so that retries can be seen.
+_FAKE_TASK = '''
+import json, os, sys, time
+args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if '=' in a)
+out = args['output_dir']
+counter = os.path.join(os.path.dirname(out), 'starts_' + os.path.basename(out))
+starts = int(open(counter).read()) + 1 if os.path.exists(counter) else 1
+open(counter, 'w').write(str(starts))
+if starts <= int(args.get('fail_first', 0)):
+  sys.exit('fake task: failing on purpose')
+if starts <= int(args.get('hang_first', 0)):
+  time.sleep(30)
+json.dump(dict(flags=sys.argv[1:], starts=starts,
+               accuracy=float(args.get('acc', 0.5))),
+          open(os.path.join(out, 'summary.json'), 'w'))
+'''
+
+
+@pytest.fixture
+def fake_task(tmp_path, monkeypatch):
+  """The module name of the fake task, importable by task subprocesses."""
+  (tmp_path / 'fake_task.py').write_text(_FAKE_TASK)
+  monkeypatch.setenv('PYTHONPATH', str(tmp_path))
+  return 'fake_task'
+
+
+def _options(tmp_path, **kwargs):
+  return common.GridOptions(runs_dir=str(tmp_path / 'runs'), **kwargs)
+
+
+def _starts(tmp_path, name):
+  return int((tmp_path / 'runs' / f'starts_{name}').read_text())
+
+
+def test_grid_runs_every_run_and_reuses_them_by_flags(tmp_path, fake_task):
+  runs = [common.Run(f'r{i}', fake_task, (f'--acc=0.{i}', '--seed=0'))
+          for i in range(3)]
+  first = common.run_grid(runs, _options(tmp_path, parallel=2))
+  assert [s['accuracy'] for s in first.summaries(['r0', 'r1', 'r2'])] == [
+      0.0, 0.1, 0.2]
+  assert not any(o.reused for o in first.outcomes.values())
+  second = common.run_grid(runs, _options(tmp_path, parallel=2))
+  assert all(o.reused for o in second.outcomes.values())
+  assert [_starts(tmp_path, f'r{i}') for i in range(3)] == [1, 1, 1]
+  assert '3 of 3 runs were reused' in second.footer()
+
+
+def test_a_changed_flag_reruns_in_the_same_directory(tmp_path, fake_task):
+  common.run_grid([common.Run('r', fake_task, ('--acc=0.25',))],
+                  _options(tmp_path))
+  grid = common.run_grid([common.Run('r', fake_task, ('--acc=0.75',))],
+                         _options(tmp_path))
+  assert not grid['r'].reused
+  assert grid['r'].summary['accuracy'] == 0.75
+  assert _starts(tmp_path, 'r') == 2
+  # An added flag is another run too.
+  grid = common.run_grid(
+      [common.Run('r', fake_task, ('--acc=0.75', '--seed=1'))],
+      _options(tmp_path))
+  assert not grid['r'].reused
+
+
+def test_a_directory_without_a_record_is_rerun(tmp_path, fake_task):
+  run_dir = tmp_path / 'runs' / 'r'
+  run_dir.mkdir(parents=True)
+  (run_dir / 'summary.json').write_text('{"accuracy": 0.99}')
+  grid = common.run_grid([common.Run('r', fake_task, ('--acc=0.5',))],
+                         _options(tmp_path))
+  assert not grid['r'].reused and grid['r'].summary['accuracy'] == 0.5
+
+
+def test_a_crashed_run_is_retried_a_bounded_number_of_times(tmp_path,
+                                                           fake_task):
+  grid = common.run_grid([common.Run('r', fake_task, ('--fail_first=1',))],
+                         _options(tmp_path, retries=1))
+  assert grid['r'].summary['starts'] == 2 and grid['r'].attempts == 2
+  grid = common.run_grid([common.Run('s', fake_task, ('--fail_first=5',))],
+                         _options(tmp_path, retries=2))
+  assert grid['s'].summary is None and _starts(tmp_path, 's') == 3
+  assert 'failing on purpose' in grid['s'].error
+  with pytest.raises(common.TaskFailed, match='s: .*failing on purpose'):
+    grid.summaries(['s'])
+
+
+def test_a_run_that_times_out_is_killed_and_retried(tmp_path, fake_task):
+  grid = common.run_grid([common.Run('r', fake_task, ('--hang_first=1',))],
+                         _options(tmp_path, timeout_s=2, retries=1))
+  assert grid['r'].summary['starts'] == 2
+
+
+def test_the_commit_is_recorded_and_mixed_commits_are_named(tmp_path,
+                                                           fake_task):
+  runs = [common.Run(f'r{i}', fake_task, ()) for i in range(2)]
+  common.run_grid(runs, _options(tmp_path))
+  record_path = tmp_path / 'runs' / 'r0' / common.RECORD_FILE
+  record = json.loads(record_path.read_text())
+  # The commit without '+dirty': other edits may land between the two calls.
+  assert record['commit'].split('+')[0] == common.git_commit().split('+')[0]
+  assert record['flags'] == [] and record['task'] == fake_task
+  assert common.run_grid(runs, _options(tmp_path)).footer().count(
+      'commits') == 0
+  record['commit'] = 'abc123'
+  record_path.write_text(json.dumps(record))
+  footer = common.run_grid(runs, _options(tmp_path)).footer()
+  assert 'several commits' in footer and 'abc123 (1 runs)' in footer
+
+
+def test_a_dry_run_prints_commands_and_runs_nothing(tmp_path, fake_task,
+                                                    capsys):
+  grid = common.run_grid([common.Run('r', fake_task, ('--acc=0.5',))],
+                         _options(tmp_path, dry_run=True))
+  assert f'-m {fake_task} --acc=0.5 --output_dir=' in capsys.readouterr().out
+  assert grid['r'].summary is None
+  assert not (tmp_path / 'runs').exists()
+
+
+def test_runs_sharing_a_directory_are_refused(tmp_path, fake_task):
+  with pytest.raises(ValueError, match='share a directory: r'):
+    common.run_grid([common.Run('r', fake_task, ('--a=1',)),
+                     common.Run('r', fake_task, ('--a=2',))],
+                    _options(tmp_path))
+
+
+def test_write_result_puts_the_footer_after_the_table(tmp_path):
+  path = os.path.join(tmp_path, 'r.md')
+  common.write_result(path, 'T', 'cmd', 'Notes.', '| a |\n|---|',
+                      footer='2 of 2 runs were reused.')
+  assert open(path).read().endswith('|---|\n\n2 of 2 runs were reused.\n')

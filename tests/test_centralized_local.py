@@ -7,12 +7,12 @@ import numpy as np
 import tensorflow as tf
 
 from tff_imbalance import compat
+from tff_imbalance import report
 from tff_imbalance import runner
 from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
 from tff_imbalance.learning import registry
 from tff_imbalance.learning.algorithms import centralized
-from tff_imbalance.learning.algorithms import local_only
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
@@ -92,8 +92,8 @@ def test_local_training_trains_each_client_alone(tmp_path):
   config = runner.RunConfig(rounds=2, local_epochs=2, batch_size=8,
                             eval_every=5, seed=0, quiet=True,
                             output_dir=str(tmp_path))
-  summary = local_only.run_each_client(process, data, evaluator, config,
-                                       extra_summary=dict(algo='local'))
+  summary = runner.run_each_client(process, data, evaluator, config,
+                                   extra_summary=dict(algo='local'))
   per_client = [c['balanced_accuracy'] for c in summary['local_clients']]
   # Client 0 saw class 0 alone: it predicts 0 for every test image.
   assert summary['local_clients'][0]['per_class_accuracy'] == [1.0, 0.0,
@@ -103,9 +103,9 @@ def test_local_training_trains_each_client_alone(tmp_path):
   assert summary['balanced_accuracy'] == np.mean(per_client)
   np.testing.assert_allclose(summary['balanced_accuracy_std'],
                              np.std(per_client))
-  with open(os.path.join(tmp_path, runner.SUMMARY_FILE)) as f:
+  with open(os.path.join(tmp_path, report.SUMMARY_FILE)) as f:
     assert json.load(f)['num_local_clients'] == 3
   for k in range(3):
-    assert os.path.exists(os.path.join(tmp_path, local_only.CLIENTS_DIR,
-                                       str(k), runner.METRICS_FILE))
-  assert os.path.exists(os.path.join(tmp_path, local_only.CLIENTS_FILE))
+    assert os.path.exists(os.path.join(tmp_path, report.CLIENTS_DIR,
+                                       str(k), report.METRICS_FILE))
+  assert os.path.exists(os.path.join(tmp_path, report.CLIENTS_FILE))

@@ -140,24 +140,25 @@ def test_duals_weight_the_aggregate():
 
 
 def test_registry_builds_climb_with_its_flags():
-  config = registry.AlgorithmConfig(climb_epsilon=0.1, climb_dual_lr=0.1)
+  config = registry.AlgorithmConfig()
+  options = climb.ClimbOptions(epsilon=0.1, dual_lr=0.1)
   context = registry.TaskContext(num_classes=NUM_CLASSES,
                                  num_clients=NUM_CLIENTS,
                                  train_class_counts=np.ones(NUM_CLASSES))
-  process = registry.build_process('climb', SPEC, config, context)
+  process = registry.build_process('climb', SPEC, config, context, options)
   state = process.initialize()
   assert np.asarray(state.client_work['broadcast']['duals']).shape == (
       NUM_CLIENTS,)
   assert runner.wants_population(process)
   cohort_only = registry.build_process(
-      'climb', SPEC, registry.AlgorithmConfig(climb_duals='cohort'), context)
+      'climb', SPEC, config, context, climb.ClimbOptions(duals='cohort'))
   assert runner.wants_client_index(cohort_only)
   assert not runner.wants_population(cohort_only)
-  for flag, value in (('climb_epsilon', -1.0), ('climb_dual_lr', 0.0),
-                      ('climb_max_dual', -2.0), ('climb_duals', 'some'),
-                      ('climb_primal_rounds', 0)):
-    with pytest.raises(errors.UserInputError, match=f'--{flag}'):
-      registry.AlgorithmConfig(**{flag: value})
+  for field, value in (('epsilon', -1.0), ('dual_lr', 0.0),
+                       ('max_dual', -2.0), ('duals', 'some'),
+                       ('primal_rounds', 0)):
+    with pytest.raises(errors.UserInputError, match=f'--climb_{field}'):
+      climb.ClimbOptions(**{field: value})
 
 
 def test_climb_with_zero_duals_is_fedavg():

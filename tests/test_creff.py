@@ -170,13 +170,14 @@ def _data():
 
 @pytest.fixture(scope='module')
 def process_and_data():
-  config = registry.AlgorithmConfig(
-      client_lr=0.1, creff_features_per_class=5, creff_match_steps=5,
-      creff_retrain_epochs=3, creff_retrain_batch_size=8)
+  config = registry.AlgorithmConfig(client_lr=0.1)
+  options = creff.CReFFOptions(features_per_class=5, match_steps=5,
+                               retrain_epochs=3, retrain_batch_size=8)
   context = registry.TaskContext(num_classes=NUM_CLASSES,
                                  num_clients=NUM_CLIENTS,
                                  train_class_counts=np.ones(NUM_CLASSES))
-  return registry.build_process('creff', SPEC, config, context), _data()
+  return (registry.build_process('creff', SPEC, config, context, options),
+          _data())
 
 
 def test_model_weights_carry_the_retrained_classifier(process_and_data):
@@ -217,10 +218,9 @@ def test_end_to_end_with_the_runner(process_and_data):
 
 
 @pytest.mark.parametrize('field, value', [
-    ('creff_features_per_class', 0), ('creff_match_steps', 0),
-    ('creff_feature_lr', 0.0), ('creff_retrain_epochs', 0),
-    ('creff_retrain_batch_size', 0), ('creff_retrain_lr', -1.0),
-    ('creff_retrain_init', 'global')])
+    ('features_per_class', 0), ('match_steps', 0), ('feature_lr', 0.0),
+    ('retrain_epochs', 0), ('retrain_batch_size', 0), ('retrain_lr', -1.0),
+    ('retrain_init', 'global')])
 def test_bad_flags_name_the_flag(field, value):
-  with pytest.raises(errors.UserInputError, match=f'--{field}'):
-    registry.AlgorithmConfig(**{field: value})
+  with pytest.raises(errors.UserInputError, match=f'--creff_{field}'):
+    creff.CReFFOptions(**{field: value})

@@ -16,6 +16,7 @@ from tff_imbalance import runner
 from tff_imbalance import runtime
 from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning import registry
 from tff_imbalance.learning import selection
 from tff_imbalance.models import builders
@@ -44,14 +45,20 @@ def _data():
   return data, aux
 
 
+# Option flags that keep the methods small here, where they apply.
+_SMALL_OPTIONS = dict(psi=0.5, creff_features_per_class=4, creff_match_steps=3,
+                      creff_retrain_epochs=3, redgrape_threshold=2)
+
+
 def _final_weights(process, algo, data, seed):
   """The trainable weights after `ROUNDS` rounds of `runner.run`."""
-  if algo in registry.POOLED_DATA_ALGORITHMS:
+  client_mode = registry.client_mode(algo)
+  if client_mode == registry.ClientMode.POOLED:
     data = data.pooled()
-  elif algo in registry.LOCAL_ONLY_ALGORITHMS:
-    data = data.only_client(1)  # What `local_only.run_each_client` runs.
+  elif client_mode == registry.ClientMode.EACH_ALONE:
+    data = data.only_client(1)  # What `runner.run_each_client` runs.
   cohort = min(COHORT, data.num_clients)
-  if algo in registry.PSI_SELECTION_ALGORITHMS:
+  if registry.get(algo).make_selector is not None:
     selector = selection.PsiSelector(data.num_clients, cohort, 0.5, seed)
   else:
     selector = selection.UniformSelector(data.num_clients, cohort, seed)
@@ -71,15 +78,16 @@ def _assert_repeats_and_seed_matters(model_spec, algo):
   runtime.set_local_execution_context()
   data, aux = _data()
   config = registry.AlgorithmConfig(
-      client_lr=0.1, clients_per_round=COHORT, psi=0.5, local_epochs=2,
-      batch_size=8, creff_features_per_class=4, creff_match_steps=3,
-      creff_retrain_epochs=3, redgrape_threshold=2)
+      client_lr=0.1, clients_per_round=COHORT, local_epochs=2, batch_size=8)
+  options = registry.make_options(algo, **{
+      flag: value for flag, value in _SMALL_OPTIONS.items()
+      if flag in options_lib.flag_names(registry.get(algo).options_class)})
   context = registry.TaskContext(
       num_classes=NUM_CLASSES, num_clients=NUM_CLIENTS,
       train_class_counts=np.bincount(data.train_labels(),
                                      minlength=NUM_CLASSES),
       aux_data=aux)
-  process = registry.build_process(algo, model_spec, config, context)
+  process = registry.build_process(algo, model_spec, config, context, options)
   first = _final_weights(process, algo, data, seed=0)
   again = _final_weights(process, algo, data, seed=0)
   other = _final_weights(process, algo, data, seed=1)

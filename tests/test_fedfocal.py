@@ -36,16 +36,22 @@ def _data(validation_fraction=0.25):
       pool, parts, 4, validation_fraction=validation_fraction, seed=0)
 
 
-def _config(**kwargs):
+def _config(psi=None, psi_improvement=None, **kwargs):
+  """(shared config, Fed-Focal's option flags that are set)."""
+  option_flags = {flag: value for flag, value in (
+      ('psi', psi), ('psi_improvement', psi_improvement)) if value is not None}
   return registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT,
-                                  batch_size=RUN.batch_size, **kwargs)
+                                  batch_size=RUN.batch_size,
+                                  **kwargs), option_flags
 
 
-def _run(algo, config, data, run_config=RUN, wrap_selector=None):
+def _run(algo, setup, data, run_config=RUN, wrap_selector=None):
   """Runs `algo` as tasks.common wires it; returns (selector, weights)."""
-  process = registry.build_process(algo, SPEC, config, CONTEXT)
+  config, option_flags = setup
+  options = registry.make_options(algo, **option_flags)
+  process = registry.build_process(algo, SPEC, config, CONTEXT, options)
   selector = registry.build_selector(algo, config, data, COHORT, seed=0,
-                                     model_spec=SPEC)
+                                     model_spec=SPEC, options=options)
   if wrap_selector is not None:
     wrap_selector(selector)
   weights = []

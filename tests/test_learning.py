@@ -1,6 +1,7 @@
 """Algorithms end to end on tiny data: the skeleton, FedProx, the registry."""
 
 import collections
+import dataclasses
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ import tensorflow as tf
 from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import losses
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning import registry
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.client_work import local_training
@@ -99,24 +101,21 @@ def test_fedprox_with_mu_zero_equals_fedavg():
   np.testing.assert_allclose(_flat(prox), _flat(avg), atol=1e-6)
 
 
-def test_extension_broadcast_reaches_the_loss_and_reports_update_it():
+def test_plugin_broadcast_reaches_the_loss_and_reports_update_it():
   """A broadcast scale of 0 on the loss freezes the model; reports add up."""
 
   def scaled_ce(labels, logits, broadcast):
     return broadcast['scale'] * losses.cross_entropy(labels, logits)
 
-  def report(model, dataset, broadcast):
-    del model, dataset, broadcast
-    return tf.constant(1.0)
-
-  extension = local_training.ClientWorkExtension(
+  plugin = local_training.LocalLoopPlugin(
       initial_broadcast=lambda: collections.OrderedDict(
           scale=np.float32(0.0), clients_seen=np.float32(0.0)),
-      client_report=report,
+      prepare=lambda client: local_training.Preparation(
+          report=tf.constant(1.0)),
       update_broadcast=lambda b, r: collections.OrderedDict(
           scale=b['scale'], clients_seen=b['clients_seen'] + r))
   process = fedavg_family.build_local_training_process(
-      SPEC, _sgd(), _sgd(1.0), loss=scaled_ce, extension=extension)
+      SPEC, _sgd(), _sgd(1.0), loss=scaled_ce, plugin=plugin)
   datasets, _ = _client_datasets()
   state = process.initialize()
   before = _flat(process.get_model_weights(state))
@@ -125,6 +124,39 @@ def test_extension_broadcast_reaches_the_loss_and_reports_update_it():
   np.testing.assert_array_equal(_flat(process.get_model_weights(state)),
                                 before)
   assert state.client_work['broadcast']['clients_seen'] == 6.0
+
+
+@pytest.mark.parametrize('step_size', [0.0, 0.01])
+def test_batch_loss_hands_its_step_values_to_after_step(step_size):
+  """A zero loss leaves SGD idle; `after_step` moves the first variable by
+  the value `batch_loss` returned for that step, once per step."""
+
+  def batch_loss(model, batch, context, examples_seen):
+    del context, examples_seen  # Unused.
+    logits = model(batch['x'], training=True)
+    return 0.0 * losses.cross_entropy(batch['y'], logits), logits, tf.constant(
+        step_size)
+
+  def after_step(model, gradients, context, step_value):
+    del gradients, context  # Unused.
+    model.trainable_variables[0].assign_sub(
+        tf.fill(tf.shape(model.trainable_variables[0]), step_value))
+
+  plugin = local_training.LocalLoopPlugin(
+      initial_broadcast=lambda: np.float32(0.0), batch_loss=batch_loss,
+      after_step=after_step)
+  process = fedavg_family.build_local_training_process(
+      SPEC, _sgd(), _sgd(1.0), plugin=plugin)
+  datasets, _ = _client_datasets()  # 24, 40, 14 examples in 5, 8, 3 steps.
+  state = process.initialize()
+  before = process.get_model_weights(state).trainable
+  after = process.get_model_weights(process.next(state, datasets).state
+                                   ).trainable
+  mean_steps = (24 * 5 + 40 * 8 + 14 * 3) / 78
+  np.testing.assert_allclose(after[0], before[0] - step_size * mean_steps,
+                             atol=1e-6)
+  for moved, start in zip(after[1:], before[1:]):
+    np.testing.assert_array_equal(moved, start)
 
 
 @pytest.mark.parametrize('name', ['fedavgm', 'fedadam'])
@@ -147,12 +179,36 @@ def test_unknown_algorithm_names_the_flag_and_the_choices():
 @pytest.mark.parametrize('kwargs, flag', [
     (dict(client_lr=0.0), '--client_lr'),
     (dict(server_lr=-1.0), '--server_lr'),
-    (dict(server_momentum=1.0), '--server_momentum'),
-    (dict(fedprox_mu=-0.1), '--fedprox_mu'),
+    (dict(client_momentum=1.0), '--client_momentum'),
 ])
 def test_bad_hyperparameters_name_their_flag(kwargs, flag):
   with pytest.raises(errors.UserInputError, match=flag):
     registry.AlgorithmConfig(**kwargs)
+
+
+@pytest.mark.parametrize('name, flag, value', [
+    ('fedavgm', 'server_momentum', 1.0),
+    ('fedprox', 'fedprox_mu', -0.1),
+    ('fedadam', 'adam_beta2', 1.0),
+    ('fedadam', 'adam_epsilon', 0.0),
+])
+def test_bad_method_options_name_their_flag(name, flag, value):
+  with pytest.raises(errors.UserInputError, match=f'--{flag} '):
+    registry.make_options(name, **{flag: value})
+
+
+def test_options_of_another_method_are_refused_by_name():
+  with pytest.raises(TypeError, match='climb_epsilon'):
+    registry.make_options('fedavg', climb_epsilon=0.1)
+
+
+def test_every_option_flag_belongs_to_one_method():
+  owners = collections.Counter(
+      flag for _, options_class in registry.options_classes()
+      for flag in options_lib.flag_names(options_class))
+  assert owners and max(owners.values()) == 1
+  shared = {f.name for f in dataclasses.fields(registry.AlgorithmConfig)}
+  assert not shared & set(owners)
 
 
 @pytest.mark.parametrize('name', ['fedavg', 'fedavgm', 'fedadam', 'fedprox'])
@@ -204,9 +260,9 @@ def test_validation_slots_report_each_clients_losses_in_its_slot():
     np.testing.assert_allclose(before[k], expected, rtol=1e-5)
 
 
-def _registry_weights(name, config, datasets, rounds):
+def _registry_weights(name, config, datasets, rounds, options=None):
   """The global weights after each of `rounds` rounds, the initial first."""
-  process = registry.build_process(name, SPEC, config, CONTEXT)
+  process = registry.build_process(name, SPEC, config, CONTEXT, options)
   state = process.initialize()
   weights = [_flat(process.get_model_weights(state))]
   for _ in range(rounds):
@@ -217,8 +273,10 @@ def _registry_weights(name, config, datasets, rounds):
 
 def test_fedavgm_with_momentum_zero_is_fedavg():
   datasets, _ = _client_datasets()
-  config = registry.AlgorithmConfig(server_momentum=0.0)
-  _, _, fedavgm = _registry_weights('fedavgm', config, datasets, 2)
+  config = registry.AlgorithmConfig()
+  _, _, fedavgm = _registry_weights(
+      'fedavgm', config, datasets, 2,
+      fedavg_family.FedAvgMOptions(momentum=0.0))
   _, _, fedavg = _registry_weights('fedavg', config, datasets, 2)
   np.testing.assert_array_equal(fedavgm[-1], fedavg[-1])
 
@@ -229,8 +287,10 @@ def test_fedavgm_second_round_adds_momentum_times_the_first_update():
   update from w_1."""
   beta = 0.9
   datasets, _ = _client_datasets()
-  config = registry.AlgorithmConfig(server_momentum=beta)
-  _, _, (w0, w1, w2) = _registry_weights('fedavgm', config, datasets, 2)
+  config = registry.AlgorithmConfig()
+  _, _, (w0, w1, w2) = _registry_weights(
+      'fedavgm', config, datasets, 2,
+      fedavg_family.FedAvgMOptions(momentum=beta))
   fedavg = registry.build_process('fedavg', SPEC, config, CONTEXT)
   state = fedavg.next(fedavg.initialize(), datasets).state
   np.testing.assert_allclose(_flat(fedavg.get_model_weights(state)), w1,
@@ -251,8 +311,27 @@ def test_fedadam_first_round_is_a_hand_computed_adam_step():
   _, _, (w0, fedavg_w1) = _registry_weights('fedavg', config, datasets, 1)
   _, _, (_, adam_w1) = _registry_weights('fedadam', config, datasets, 1)
   g = w0 - fedavg_w1
-  b1, b2, eps = config.adam_beta1, config.adam_beta2, config.adam_epsilon
+  adam = fedavg_family.FedAdamOptions()
+  b1, b2, eps = adam.beta1, adam.beta2, adam.epsilon
   a, p = (1 - b1) * g, (1 - b2) * g * g
   expected = w0 - 0.01 * np.sqrt(1 - b2) / (1 - b1) * a / (np.sqrt(p) + eps)
   np.testing.assert_allclose(adam_w1, expected, rtol=1e-4, atol=1e-6)
   assert not np.allclose(adam_w1, fedavg_w1, atol=1e-4)
+
+
+def test_inapplicable_flags_follow_the_method_and_its_options():
+  """A method's flags apply to it alone, psi's reading only with psi > 0;
+  shared loss flags follow the method's local loss."""
+  config = registry.AlgorithmConfig()
+  flags_set = ['psi', 'psi_improvement', 'climb_epsilon', 'focal_gamma',
+               'loss', 'client_lr']
+  assert registry.inapplicable_flags(
+      'fedfocal', config, registry.make_options('fedfocal', psi=0.0),
+      flags_set) == [
+          ('psi_improvement', '--algo=fedfocal with --psi > 0'),
+          ('climb_epsilon', '--algo=climb'),
+          ('loss', '--algo=centralized,climb,fedadam,fedavg,fedavgm,fedprox,'
+           'local')]
+  assert [flag for flag, _ in registry.inapplicable_flags(
+      'climb', config, None, flags_set)] == ['psi', 'psi_improvement',
+                                             'focal_gamma']

@@ -18,6 +18,7 @@ from tff_imbalance.data import auxiliary
 from tff_imbalance.data import federated
 from tff_imbalance.learning import registry
 from tff_imbalance.learning import selection
+from tff_imbalance.learning.algorithms import ratio
 from tff_imbalance.models import spec as spec_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,15 +54,20 @@ def test_as_coded_weighting_is_batch_mean_weight_times_ce():
 
 
 @pytest.mark.parametrize('field, value, flag', [
-    ('ratio_alpha', 0.0, '--ratio_alpha'),
-    ('ratio_beta', -0.1, '--ratio_beta'),
-    ('ratio_start_round', 0, '--ratio_start_round'),
-    ('ratio_weighting', 'bogus', '--ratio_weighting'),
-    ('ratio_normalize', 'max', '--ratio_normalize'),
+    ('alpha', 0.0, '--ratio_alpha'),
+    ('beta', -0.1, '--ratio_beta'),
+    ('start_round', 0, '--ratio_start_round'),
+    ('weighting', 'bogus', '--ratio_weighting'),
+    ('normalize', 'max', '--ratio_normalize'),
 ])
 def test_bad_ratio_flags_are_named(field, value, flag):
   with pytest.raises(errors.UserInputError, match=flag):
-    registry.AlgorithmConfig(**{field: value})
+    ratio.RatioOptions(**{field: value})
+
+
+def test_bad_monitor_threshold_is_named():
+  with pytest.raises(errors.UserInputError, match='--ratio_threshold'):
+    registry.AlgorithmConfig(ratio_threshold=0.0)
 
 
 def test_ratio_without_aux_data_is_refused():
@@ -90,11 +96,12 @@ def test_class_weights_reach_the_clients_from_the_start_round():
                                         validation_fraction=0.0, seed=0)
   spec = spec_lib.ModelSpec('mlp', (6, 6, 1), 4, seed=0)
   beta = 1.0
-  config = registry.AlgorithmConfig(client_lr=1e-3, ratio_beta=beta,
-                                    ratio_start_round=2, batch_size=16)
+  config = registry.AlgorithmConfig(client_lr=1e-3, batch_size=16)
   context = registry.TaskContext(4, 3, np.bincount(y, minlength=4),
                                  aux_data=split.server_data(pool))
-  process = registry.build_process('ratio', spec, config, context)
+  process = registry.build_process(
+      'ratio', spec, config, context,
+      ratio.RatioOptions(beta=beta, start_round=2))
   state = process.initialize()
   cohort = selection.UniformSelector(3, 3, 0).select(1, None)
   outputs = []
@@ -139,9 +146,9 @@ def _skewed_problem():
   return data, context
 
 
-def _run(name, config, data, context, rounds):
+def _run(name, config, data, context, rounds, options=None):
   spec = spec_lib.ModelSpec('mlp', (6, 6, 1), 4, seed=0)
-  process = registry.build_process(name, spec, config, context)
+  process = registry.build_process(name, spec, config, context, options)
   state, outputs = process.initialize(), []
   for round_num in range(1, rounds + 1):
     output = process.next(state, data.round_inputs(
@@ -156,13 +163,13 @@ def _run(name, config, data, context, rounds):
 @pytest.mark.parametrize('normalize', ['mean', 'none'])
 def test_ratio_with_beta_zero_is_fedavg(normalize):
   data, context = _skewed_problem()
-  config = registry.AlgorithmConfig(client_lr=0.05, batch_size=16,
-                                    ratio_beta=0.0, ratio_normalize=normalize)
-  ratio_weights, _ = _run('ratio', config, data, context, 2)
+  config = registry.AlgorithmConfig(client_lr=0.05, batch_size=16)
+  options = ratio.RatioOptions(beta=0.0, normalize=normalize)
+  ratio_weights, _ = _run('ratio', config, data, context, 2, options)
   fedavg_weights, _ = _run('fedavg', config, data, context, 2)
   np.testing.assert_allclose(ratio_weights, fedavg_weights, atol=1e-6)
-  with_beta, _ = _run('ratio', dataclasses.replace(config, ratio_beta=1.0),
-                      data, context, 2)
+  with_beta, _ = _run('ratio', config, data, context, 2,
+                      dataclasses.replace(options, beta=1.0))
   assert not np.allclose(with_beta, fedavg_weights, atol=1e-4)
 
 
@@ -171,8 +178,9 @@ def test_class_weights_stay_bounded_and_ordered_under_client_momentum():
   1 (so at most C), follow Ra's order, and the clients' loss stays finite."""
   data, context = _skewed_problem()
   config = registry.AlgorithmConfig(client_lr=0.5, client_momentum=0.9,
-                                    batch_size=16, ratio_beta=1.0)
-  weights, outputs = _run('ratio', config, data, context, 4)
+                                    batch_size=16)
+  weights, outputs = _run('ratio', config, data, context, 4,
+                          ratio.RatioOptions(beta=1.0))
   assert np.all(np.isfinite(weights))
   for output in outputs:
     class_weights = np.asarray(

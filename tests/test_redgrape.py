@@ -14,7 +14,7 @@ from tff_imbalance.learning import classifier_gradients
 from tff_imbalance.learning import registry
 from tff_imbalance.learning import selection
 from tff_imbalance.learning.algorithms import fedavg_family
-from tff_imbalance.learning.client_work import redgrape as redgrape_work
+from tff_imbalance.learning.algorithms import redgrape
 from tff_imbalance.models import spec as spec_lib
 from tff_imbalance.models import two_stream
 
@@ -53,7 +53,7 @@ def test_balanced_set_takes_first_t_of_each_class_held_t_times():
   x = (np.arange(7) + 100 * labels)[:, None].astype(np.float32)
   dataset = tf.data.Dataset.from_tensor_slices(
       collections.OrderedDict(x=x, y=labels)).repeat(2).batch(3)
-  balanced = redgrape_work.select_balanced_set(dataset, 3, threshold=2,
+  balanced = redgrape.select_balanced_set(dataset, 3, threshold=2,
                                                local_epochs=2, input_shape=(1,))
   # Class 0 (2 examples) and 2 (4) reach T=2; class 1 (1 example) does not,
   # though the repeated dataset shows it twice.
@@ -71,12 +71,12 @@ def test_rebalancing_gradient_mixes_real_and_prototypes_eq12_and_eq13():
           kernel=tf.constant([[10.0], [20.0], [30.0]]),
           bias=tf.constant([[5.0], [5.0], [0.0]])),
       mask=tf.constant([1.0, 1.0, 0.0]))
-  g_bal = redgrape_work.rebalancing_gradients(
+  g_bal = redgrape.rebalancing_gradients(
       local, tf.constant([1.0, 0.0, 0.0]), prototypes, 3)
   # Class 0 real, class 1 from its prototype, class 2 has neither.
   np.testing.assert_allclose(g_bal['kernel'], [(1 + 20) / 3])
   np.testing.assert_allclose(g_bal['bias'], [(1 + 5) / 3])
-  scaled = redgrape_work._norm_matched(tf.constant([3.0, 4.0]),
+  scaled = redgrape._norm_matched(tf.constant([3.0, 4.0]),
                                        tf.constant([0.0, 0.5]))
   np.testing.assert_allclose(scaled, [0.3, 0.4], rtol=1e-6)
 
@@ -86,7 +86,7 @@ def test_norm_matching_is_one_norm_over_kernel_and_bias():
                                   bias=tf.constant([4.0]))
   g_local = collections.OrderedDict(kernel=tf.constant([0.0, 10.0]),
                                     bias=tf.constant([0.0]))
-  scaled = redgrape_work._norm_matched(g_bal, g_local)
+  scaled = redgrape._norm_matched(g_bal, g_local)
   # ||g_bal|| = 5 and ||g_local|| = 10 over W as one vector: g_bal doubles,
   # direction kept (per tensor, the bias would be scaled to 0).
   np.testing.assert_allclose(scaled['kernel'], [6.0, 0.0], rtol=1e-6)
@@ -122,7 +122,7 @@ def test_one_step_rebalances_at_the_pre_step_parameters_eq9_eq13(runs):
   rng = np.random.default_rng(1)
   y = np.array([0, 1, 0, 2, 1, 0, 1], np.int64)
   x = (rng.random((7, 6, 6, 1)) + y[:, None, None, None]).astype(np.float32)
-  lr, strength = 0.1, 0.1  # _config(0.1), the process of `runs`.
+  lr, strength = 0.1, 0.1  # _CONFIG, _options(0.1): the process of `runs`.
   process = runs['process']
   state = process.initialize()
   model = SPEC.build_keras()
@@ -169,9 +169,11 @@ def _data():
       pool, parts, NUM_CLASSES, validation_fraction=0.0, seed=0)
 
 
-def _config(strength):
-  return registry.AlgorithmConfig(client_lr=0.1, redgrape_lambda=strength,
-                                  redgrape_threshold=3)
+_CONFIG = registry.AlgorithmConfig(client_lr=0.1)
+
+
+def _options(strength):
+  return redgrape.RedGrapeOptions(rebalance_strength=strength, threshold=3)
 
 
 def _context():
@@ -201,13 +203,13 @@ def _rounds(process, pool, rounds):
 @pytest.fixture(scope='module')
 def runs():
   pool, data = _data()
-  rebalanced = registry.build_process('redgrape', SPEC, _config(0.1),
-                                      _context())
-  plain_head = registry.build_process('redgrape', SPEC, _config(0.0),
-                                      _context())
+  rebalanced = registry.build_process('redgrape', SPEC, _CONFIG, _context(),
+                                      _options(0.1))
+  plain_head = registry.build_process('redgrape', SPEC, _CONFIG, _context(),
+                                      _options(0.0))
   fedavg = fedavg_family.build_local_training_process(
-      two_stream.TwoStreamSpec.of(SPEC), _config(0.0).client_optimizer(),
-      _config(0.0).server_sgd())
+      two_stream.TwoStreamSpec.of(SPEC), _CONFIG.client_optimizer(),
+      _CONFIG.server_sgd())
   return dict(data=data, process=rebalanced,
               rebalanced=_rounds(rebalanced, pool, 2),
               plain_head=_rounds(plain_head, pool, 2),
@@ -265,8 +267,8 @@ def test_end_to_end_with_the_runner(runs):
   assert summary['rounds'] == 2 and len(summary['per_class_accuracy']) == 4
 
 
-@pytest.mark.parametrize('field, value', [('redgrape_lambda', -0.1),
-                                          ('redgrape_threshold', 0)])
-def test_bad_flags_name_the_flag(field, value):
-  with pytest.raises(errors.UserInputError, match=f'--{field}'):
-    registry.AlgorithmConfig(**{field: value})
+@pytest.mark.parametrize('flag, value', [('redgrape_lambda', -0.1),
+                                         ('redgrape_threshold', 0)])
+def test_bad_flags_name_the_flag(flag, value):
+  with pytest.raises(errors.UserInputError, match=f'--{flag}'):
+    registry.make_options('redgrape', **{flag: value})

@@ -76,11 +76,12 @@ def _data():
 
 def _process(algo):
   _, _, counts = _data()
-  config = registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT,
-                                    psi=0.5)
+  config = registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT)
   context = registry.TaskContext(num_classes=4, num_clients=NUM_CLIENTS,
                                  train_class_counts=counts)
-  return registry.build_process(algo, _SPEC, config, context)
+  options = (registry.make_options('fedfocal', psi=0.5)
+             if algo == 'fedfocal' else None)
+  return registry.build_process(algo, _SPEC, config, context, options)
 
 
 def _run(algo, process):
@@ -247,13 +248,15 @@ def test_every_registered_algorithm_runs_on_two_workers(workers, algo):
   data, _, counts = _data()
   x, y = data.pool.x, data.pool.y
   config = registry.AlgorithmConfig(
-      client_lr=0.1, clients_per_round=COHORT, monitor=algo == 'monitor',
-      creff_match_steps=5, creff_retrain_epochs=5)
+      client_lr=0.1, clients_per_round=COHORT, monitor=algo == 'monitor')
   context = registry.TaskContext(
       num_classes=4, num_clients=NUM_CLIENTS, train_class_counts=counts,
       aux_data=arrays.LabeledArrays(x=x[:32], y=y[:32]))
   name = 'fedavg' if algo == 'monitor' else algo
-  process = registry.build_process(name, _SPEC, config, context)
+  options = (registry.make_options('creff', creff_match_steps=5,
+                                   creff_retrain_epochs=5)
+             if name == 'creff' else None)
+  process = registry.build_process(name, _SPEC, config, context, options)
   runtime.set_local_execution_context(2)
   local = _next_rounds(process, name)
   local_again = _next_rounds(process, name)

@@ -121,8 +121,11 @@ def _worker_pids(pid):
   """The TFF `worker_binary` children of process `pid`."""
   children = []
   for path in glob.glob(f'/proc/{pid}/task/*/children'):
-    with open(path) as f:
-      children += [int(c) for c in f.read().split()]
+    try:
+      with open(path) as f:
+        children += [int(c) for c in f.read().split()]
+    except FileNotFoundError:
+      continue  # A thread that ended since the glob has no children.
   workers = []
   for child in children:
     try:

@@ -4,6 +4,7 @@ A tiny synthetic task (4 classes of 6x6 images, 6 clients) keeps every run
 under a second per round; the processes are built once per module.
 """
 
+import ast
 import asyncio
 import csv
 import glob
@@ -18,6 +19,7 @@ import tensorflow as tf
 from tff_imbalance import checkpointing
 from tff_imbalance import errors
 from tff_imbalance import plot
+from tff_imbalance import report
 from tff_imbalance import runner
 from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
@@ -44,12 +46,14 @@ def task():
       pool, np.array_split(np.arange(240), NUM_CLIENTS), NUM_CLASSES,
       validation_fraction=0.25, seed=0)
   counts = np.bincount(data.train_labels(), minlength=NUM_CLASSES)
-  config = registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT,
-                                    psi=0.6)
+  config = registry.AlgorithmConfig(client_lr=0.1, clients_per_round=COHORT)
   context = registry.TaskContext(num_classes=NUM_CLASSES,
                                  num_clients=NUM_CLIENTS,
                                  train_class_counts=counts)
-  processes = {algo: registry.build_process(algo, SPEC, config, context)
+  options = {'fedavg': None,
+             'fedfocal': registry.make_options('fedfocal', psi=0.6)}
+  processes = {algo: registry.build_process(algo, SPEC, config, context,
+                                            options[algo])
                for algo in ('fedavg', 'fedfocal')}
   # After the processes, as in tasks.common: building a process traces Keras
   # models in graphs, which invalidates an eager model made before it.
@@ -77,7 +81,7 @@ def _run(task, output_dir, rounds, algo='fedavg', **config):
 
 
 def _rows(run_dir):
-  with open(os.path.join(run_dir, runner.METRICS_FILE), newline='') as f:
+  with open(os.path.join(run_dir, report.METRICS_FILE), newline='') as f:
     rows = list(csv.DictReader(f))
   for row in rows:
     del row['round_seconds']  # Wall time is the one thing allowed to differ.
@@ -85,7 +89,7 @@ def _rows(run_dir):
 
 
 def _weights(run_dir):
-  with np.load(os.path.join(run_dir, runner.WEIGHTS_FILE)) as f:
+  with np.load(os.path.join(run_dir, report.WEIGHTS_FILE)) as f:
     return {name: f[name] for name in f.files}
 
 
@@ -99,7 +103,7 @@ def _assert_same_run(a, b):
 
 def _tensorboard_steps(run_dir, tag):
   steps = []
-  for path in glob.glob(os.path.join(run_dir, runner.TENSORBOARD_DIR, '*')):
+  for path in glob.glob(os.path.join(run_dir, report.TENSORBOARD_DIR, '*')):
     for record in tf.data.TFRecordDataset(path):
       event = tf.compat.v1.Event.FromString(record.numpy())
       steps += [event.step for v in event.summary.value if v.tag == tag]
@@ -115,7 +119,7 @@ def test_run_releases_csv_tensorboard_summary_weights_and_plots(task,
   assert rows[0]['balanced_accuracy'] == ''  # Evaluated at rounds 2 and 3.
   assert float(rows[1]['balanced_accuracy']) >= 0
   assert [h['round'] for h in summary['history']] == [2, 3]
-  on_disk = json.loads((tmp_path / runner.SUMMARY_FILE).read_text())
+  on_disk = json.loads((tmp_path / report.SUMMARY_FILE).read_text())
   assert on_disk['balanced_accuracy'] == summary['balanced_accuracy']
   assert len(on_disk['per_class_accuracy']) == NUM_CLASSES
   assert _tensorboard_steps(tmp_path, 'train/loss') == [1, 2, 3]
@@ -126,7 +130,7 @@ def test_run_releases_csv_tensorboard_summary_weights_and_plots(task,
       w.shape for w in SPEC.build_keras().get_weights()]
   for name in (plot.CURVES_FILE, plot.PER_CLASS_FILE):
     assert (tmp_path / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
-  assert not (tmp_path / runner.CHECKPOINT_DIR).exists()
+  assert not (tmp_path / report.CHECKPOINT_DIR).exists()
 
 
 def test_without_output_dir_nothing_is_written(task, tmp_path, monkeypatch):
@@ -144,7 +148,7 @@ def test_resume_extends_a_run_exactly(task, tmp_path, algo):
   summary = _run(task, tmp_path / 'parts', rounds=5, algo=algo,
                  checkpoint_every=1, resume=True)
   _assert_same_run(tmp_path / 'whole', tmp_path / 'parts')
-  whole = json.loads((tmp_path / 'whole' / runner.SUMMARY_FILE).read_text())
+  whole = json.loads((tmp_path / 'whole' / report.SUMMARY_FILE).read_text())
   assert summary == whole
   assert _tensorboard_steps(tmp_path / 'parts', 'train/loss') == [1, 2, 3, 4,
                                                                   5]
@@ -154,7 +158,7 @@ def test_resume_drops_and_redoes_rounds_after_the_checkpoint(task, tmp_path):
   _run(task, tmp_path / 'whole', rounds=4, checkpoint_every=2)
   shutil.copytree(tmp_path / 'whole', tmp_path / 'crashed')
   # As if killed after releasing round 4 but before its checkpoint.
-  shutil.rmtree(tmp_path / 'crashed' / runner.CHECKPOINT_DIR /
+  shutil.rmtree(tmp_path / 'crashed' / report.CHECKPOINT_DIR /
                 f'{checkpointing.PREFIX}4')
   _run(task, tmp_path / 'crashed', rounds=4, checkpoint_every=2,
        resume=True)
@@ -164,10 +168,10 @@ def test_resume_drops_and_redoes_rounds_after_the_checkpoint(task, tmp_path):
 
 def test_resume_of_a_finished_run_rewrites_its_results(task, tmp_path):
   first = _run(task, tmp_path, rounds=2, checkpoint_every=2)
-  (tmp_path / runner.SUMMARY_FILE).unlink()
+  (tmp_path / report.SUMMARY_FILE).unlink()
   assert _run(task, tmp_path, rounds=2, checkpoint_every=2,
               resume=True) == first
-  assert (tmp_path / runner.SUMMARY_FILE).exists()
+  assert (tmp_path / report.SUMMARY_FILE).exists()
 
 
 def _template(task):
@@ -261,11 +265,11 @@ def test_bad_output_dirs_are_refused_before_any_work(task, tmp_path):
 
 def _fake_run(run_dir, balanced, per_class, counts):
   os.makedirs(run_dir)
-  with open(os.path.join(run_dir, runner.METRICS_FILE), 'w') as f:
+  with open(os.path.join(run_dir, report.METRICS_FILE), 'w') as f:
     f.write('round,balanced_accuracy\n')
     for round_num, value in enumerate(balanced, start=1):
       f.write(f'{round_num},{value}\n')
-  with open(os.path.join(run_dir, runner.SUMMARY_FILE), 'w') as f:
+  with open(os.path.join(run_dir, report.SUMMARY_FILE), 'w') as f:
     json.dump(dict(per_class_accuracy=per_class, train_class_counts=counts), f)
 
 
@@ -287,3 +291,29 @@ def test_tff_program_calls_also_run_inside_a_running_event_loop():
     return checkpointing.run_sync(asyncio.sleep(0, result=3))
 
   assert asyncio.run(notebook_cell()) == 3
+
+
+def _imported_modules(path):
+  """Dotted names a file imports (`from a import b` counts as `a.b`)."""
+  with open(path) as f:
+    tree = ast.parse(f.read())
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      yield from (alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      yield from (f'{node.module}.{alias.name}' for alias in node.names)
+
+
+def test_nothing_in_learning_imports_the_runner_or_its_outputs():
+  # The runner runs processes; a process never reaches back up to it.
+  learning_dir = os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), 'tff_imbalance', 'learning')
+  upward = tuple(f'tff_imbalance.{name}'
+                 for name in ('runner', 'report', 'plot', 'checkpointing'))
+  offenders = [
+      (os.path.relpath(path, learning_dir), module)
+      for path in glob.glob(os.path.join(learning_dir, '**', '*.py'),
+                            recursive=True)
+      for module in _imported_modules(path)
+      if module.startswith(upward)]
+  assert not offenders

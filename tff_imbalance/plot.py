@@ -5,11 +5,11 @@
 draws, on one figure, every run's balanced accuracy against the round (from
 its `metrics.csv`) and, per class, every run's final test accuracy as grouped
 bars, classes sorted by training count from head to tail (from its
-`summary.json`: `per_class_accuracy`, `train_class_counts`). The runner calls
-`write_run_plots` at the end of a run for `curves.png`, `per_class.png` and,
-when the task recorded the split (`data.client_class_counts` in
-summary.json), `partition.png`: the clients x classes example counts as a
-heatmap, so a reader sees what a partition is.
+`summary.json`: `per_class_accuracy`, `train_class_counts`), both read by
+`report.read_run`. The runner calls `write_run_plots` at the end of a run for
+`curves.png`, `per_class.png` and, when the task recorded the split
+(`data.client_class_counts` in summary.json), `partition.png`: the clients x
+classes example counts as a heatmap, so a reader sees what a partition is.
 
 Figures are drawn on matplotlib's Agg canvas through the object-oriented API,
 never through pyplot, so importing this module changes no global backend
@@ -17,9 +17,7 @@ never through pyplot, so importing this module changes no global backend
 """
 
 import argparse
-import csv
 import dataclasses
-import json
 import os
 import sys
 from typing import Optional, Sequence
@@ -31,6 +29,7 @@ from matplotlib.backends import backend_agg
 import numpy as np
 
 from tff_imbalance import errors
+from tff_imbalance import report
 
 CURVES_FILE = 'curves.png'
 PER_CLASS_FILE = 'per_class.png'
@@ -62,7 +61,7 @@ class RunRecord:
 
 
 def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
-  """Reads a run directory's metrics.csv and (if present) summary.json.
+  """What the plots need of a run directory (read by `report.read_run`).
 
   Args:
     run_dir: a run's --output_dir.
@@ -74,27 +73,16 @@ def load_run(run_dir: str, name: Optional[str] = None) -> RunRecord:
   Raises:
     errors.UserInputError: if the directory has no readable metrics.csv.
   """
-  metrics_path = os.path.join(run_dir, 'metrics.csv')
-  try:
-    with open(metrics_path, newline='') as f:
-      rows = list(csv.DictReader(f))
-  except OSError as e:
-    raise errors.UserInputError(
-        f'cannot read {metrics_path}: {e.strerror}; pass the --output_dir of '
-        'a run.') from None
-  evaluated = [r for r in rows if r.get('balanced_accuracy')]
-  summary = {}
-  summary_path = os.path.join(run_dir, 'summary.json')
-  if os.path.exists(summary_path):
-    with open(summary_path) as f:
-      summary = json.load(f)
+  results = report.read_run(run_dir)
+  eval_rounds, balanced_accuracy = results.curve('balanced_accuracy')
+  summary = results.summary or {}
   per_class = summary.get('per_class_accuracy')
   counts = summary.get('train_class_counts')
   split = (summary.get('data') or {}).get('client_class_counts')
   return RunRecord(
       name=name or os.path.basename(os.path.normpath(run_dir)),
-      eval_rounds=tuple(int(r['round']) for r in evaluated),
-      balanced_accuracy=tuple(float(r['balanced_accuracy']) for r in evaluated),
+      eval_rounds=eval_rounds,
+      balanced_accuracy=balanced_accuracy,
       per_class_accuracy=None if per_class is None else tuple(per_class),
       train_class_counts=None if counts is None else tuple(counts),
       client_class_counts=None if split is None else tuple(

@@ -2,30 +2,29 @@
 
 Per round: the client selector picks a fixed number of client ids (a fixed
 cohort size keeps TFF's worker from leaking one executor per distinct size)
-from the previous round's measurements, the runner builds their datasets,
-calls the process's `next`, evaluates the global model on the balanced test
-set every `eval_every` rounds, releases the round's metrics (a row of
-`metrics.csv`, TensorBoard scalars under `tensorboard/`) and, every
+from the previous round's measurements, the data gives their round inputs,
+the runner calls the process's `next`, evaluates the global model on the
+balanced test set every `eval_every` rounds, releases the round through
+`report` (a row of `metrics.csv`, TensorBoard scalars) and, every
 `checkpoint_every` rounds, saves a checkpoint (`checkpointing`): the process
 state, the selector state, the round, its measurements and the evaluation
 history as one TFF program state. A resumed run continues from the latest
 checkpoint and redoes the rounds after it exactly as the uninterrupted run
 would have: the same cohorts and the same weights.
 
-At the end it writes `summary.json` with every evaluation metric under plain
-snake_case keys, the final global model as `final_weights.npz`, and the
-plots `curves.png` and `per_class.png`. The runner knows nothing about losses
-or algorithms: it sees a `LearningProcess`, datasets and a selector.
+At the end `report` writes `summary.json` and `final_weights.npz`, and `plot`
+the figures. `run_each_client` trains one model per client on its own data
+alone through the same loop (the "local" reference row). The runner knows
+nothing about losses, algorithms or where the data came from: it sees a
+`LearningProcess`, a `RoundData` (our `federated.FederatedData`, or a user's
+TFF `ClientData` through `client_data.ClientDataPopulation`) and a selector.
 """
 
-import csv
 import dataclasses
-import json
 import os
-import shutil
 import tempfile
 import time
-from typing import Any, Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -34,28 +33,19 @@ from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import evaluation
 from tff_imbalance import plot
+from tff_imbalance import report
 from tff_imbalance.data import arrays
 from tff_imbalance.data import federated
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
 
-SCALAR_EVAL_KEYS = ('accuracy', 'balanced_accuracy', 'many_shot_accuracy',
-                    'medium_shot_accuracy', 'few_shot_accuracy',
-                    'minority_accuracy', 'macro_f1', 'auc')
-# `clients`: the round's client indices, space-separated, in cohort order.
-CSV_COLUMNS = ('round', 'round_seconds', 'train_loss', 'train_accuracy',
-               'train_examples') + SCALAR_EVAL_KEYS + ('clients',)
-METRICS_FILE = 'metrics.csv'
-SUMMARY_FILE = 'summary.json'
-WEIGHTS_FILE = 'final_weights.npz'
-# A process may put extra per-round measurements (e.g. the composition
-# monitor's) under this top-level name: its scalars become metrics.csv columns
-# and TensorBoard scalars, and summary.json gets `released` with the last value
-# of each (vectors too) and the mean/min/max of each scalar over the rounds.
-RELEASED_KEY = 'released'
-TENSORBOARD_DIR = 'tensorboard'
-CHECKPOINT_DIR = 'checkpoints'
+# Names of `report`'s, kept here for callers written before it existed
+# (tests, bench.speed); new code reads them from `report`.
+SCALAR_EVAL_KEYS = report.SCALAR_EVAL_KEYS
+METRICS_FILE = report.METRICS_FILE
+WEIGHTS_FILE = report.WEIGHTS_FILE
+RELEASED_KEY = report.RELEASED_KEY
 
 
 class Selector(Protocol):
@@ -78,6 +68,35 @@ class Selector(Protocol):
   # Optional: `observe_round(round_num, cohort, measurements, model_weights)`,
   # called after each round with the new global weights (psi selection learns
   # there), and `summary() -> dict`, written to summary.json as `selection`.
+
+
+class RoundData(Protocol):
+  """What the round loop needs of the clients' data (see
+  `federated.ClientPopulation`, which `FederatedData` and
+  `client_data.ClientDataPopulation` are).
+
+  Attributes:
+    num_clients: the population's size N; clients are indexed 0..N-1.
+  """
+  num_clients: int
+
+  def round_inputs(self, client_indices: Sequence[int], *, round_num: int,
+                   local_epochs: int, batch_size: int, seed: int,
+                   with_validation: bool, with_client_index: bool = False,
+                   with_population: bool = False) -> list:
+    """What `process.next` takes for the cohort, in cohort order."""
+
+
+class PopulationData(RoundData, Protocol):
+  """What `run_each_client` needs beyond `RoundData`.
+
+  Attributes:
+    client_ids: one id per client.
+  """
+  client_ids: Sequence[str]
+
+  def only_client(self, client_index: int) -> RoundData:
+    """The population reduced to client `client_index`, as client 0."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,7 +144,7 @@ class RunConfig:
   def checkpoint_dir(self) -> Optional[str]:
     if self.output_dir is None:
       return None
-    return os.path.join(self.output_dir, CHECKPOINT_DIR)
+    return os.path.join(self.output_dir, report.CHECKPOINT_DIR)
 
 
 class Evaluator:
@@ -159,7 +178,7 @@ def wants_population(
     process: tff.learning.templates.LearningProcess) -> bool:
   """Whether the process's client data asks for every client of the
   population each round (a `federated.EVALUATION` field: CLIMB's dual step
-  evaluates every client; see `FederatedData.round_inputs`)."""
+  evaluates every client; see `ClientPopulation.round_inputs`)."""
   return _client_data_has(process, federated.EVALUATION)
 
 
@@ -169,16 +188,6 @@ def _client_data_has(process: tff.learning.templates.LearningProcess,
   return isinstance(client_data_type, tff.StructType) and any(
       name == field
       for name, _ in tff.structure.iter_elements(client_data_type))
-
-
-def _train_metrics(metrics: Any) -> dict[str, float]:
-  """Loss, accuracy and examples from TFF's or our client-work measurements."""
-  train = metrics['client_work']['train']
-  accuracy = train.get('accuracy', train.get('sparse_categorical_accuracy'))
-  return dict(train_loss=float(train['loss']),
-              train_accuracy=float(accuracy),
-              train_examples=int(train['num_examples']))
-
 
 
 def _no_checkpoint_error(config: RunConfig) -> errors.UserInputError:
@@ -217,149 +226,6 @@ def check_output_dir(config: RunConfig) -> None:
         'run; pass --resume to continue it or choose another --output_dir.')
 
 
-def write_atomically(path: str, write: Callable[[Any], None],
-                      binary: bool = False) -> None:
-  """Writes a file whole or not at all (a kill never leaves half a file)."""
-  temp_path = path + '.tmp'
-  with open(temp_path, 'wb' if binary else 'w',
-            **({} if binary else {'newline': ''})) as f:
-    write(f)
-  os.replace(temp_path, path)
-
-
-def _releasable(row: dict[str, Any],
-                evaluated: Optional[dict[str, Any]]) -> dict[str, Any]:
-  """A round's values for TensorBoard: numbers only, None left out."""
-  value = {'train': {key[len('train_'):]: row[key]
-                     for key in ('train_loss', 'train_accuracy',
-                                 'train_examples')},
-           'round_seconds': row['round_seconds']}
-  if evaluated is not None:
-    value['eval'] = {key: evaluated[key] for key in SCALAR_EVAL_KEYS
-                     if evaluated.get(key) is not None}
-    per_class = evaluated.get('per_class_accuracy') or []
-    value['eval']['per_class_accuracy'] = {
-        str(c): a for c, a in enumerate(per_class) if a is not None}
-  return value
-
-
-def released_scalar_names(
-    process: tff.learning.templates.LearningProcess) -> tuple[str, ...]:
-  """Names of the scalars the process releases each round (see RELEASED_KEY)."""
-  metrics = process.next.type_signature.result.metrics.member
-  if RELEASED_KEY not in tff.structure.name_list(metrics):
-    return ()
-  return tuple(name for name, value_type in tff.structure.to_elements(
-      metrics[RELEASED_KEY]) if not value_type.shape)
-
-
-def _released_values(metrics: Any) -> dict[str, Any]:
-  """A round's released measurements: scalars as floats, vectors as lists."""
-  if not metrics or RELEASED_KEY not in metrics:
-    return {}
-  return {name: np.asarray(value).tolist()
-          for name, value in metrics[RELEASED_KEY].items()}
-
-
-def _released_summary(last: dict[str, Any],
-                      rows: list[dict[str, Any]]) -> dict[str, Any]:
-  """Last value of every released measurement, and per-round scalar stats."""
-  summary = {}
-  for name, value in last.items():
-    summary[name] = dict(last=value)
-    per_round = [r[name] for r in rows if r.get(name) is not None]
-    if per_round and not isinstance(value, list):
-      summary[name].update(mean=float(np.mean(per_round)),
-                           min=float(np.min(per_round)),
-                           max=float(np.max(per_round)),
-                           rounds=len(per_round))
-  return summary
-
-
-class _MetricsWriter:
-  """Releases each round to metrics.csv and TensorBoard in one directory.
-
-  A resumed run keeps the CSV rows up to its checkpoint and drops the later
-  ones (their rounds are redone); the TensorBoard events, which cannot be cut,
-  are rewritten from the kept rows so that no round appears twice.
-  """
-
-  def __init__(self, output_dir: str,
-               resumed: Optional[checkpointing.RunState],
-               released_names: tuple[str, ...] = ()):
-    self._csv_path = os.path.join(output_dir, METRICS_FILE)
-    self._columns = CSV_COLUMNS + released_names
-    self._released_names = released_names
-    kept_rows = self._kept_rows(resumed.round_num) if resumed else []
-    self.rows = list(kept_rows)
-    write_atomically(self._csv_path,
-                      lambda f: self._write_rows(f, kept_rows))
-    self._csv_handle = open(self._csv_path, 'a', newline='')
-    self._csv_writer = csv.DictWriter(self._csv_handle, self._columns,
-                                      extrasaction='ignore')
-    tensorboard_dir = os.path.join(output_dir, TENSORBOARD_DIR)
-    shutil.rmtree(tensorboard_dir, ignore_errors=True)
-    self._tensorboard = tff.program.TensorBoardReleaseManager(tensorboard_dir)
-    evaluations = {e['round']: e for e in resumed.history} if resumed else {}
-    for row in kept_rows:
-      self._release_to_tensorboard(row, evaluations.get(row['round']))
-
-  def _kept_rows(self, last_round: int) -> list[dict[str, Any]]:
-    if not os.path.exists(self._csv_path):
-      return []
-    with open(self._csv_path, newline='') as f:
-      rows = [_parsed_row(r) for r in csv.DictReader(f)]
-    # A kill can cut the last line short; it is after the checkpoint anyway.
-    return [r for r in rows
-            if isinstance(r['round'], int) and r['round'] <= last_round]
-
-  def _write_rows(self, handle, rows: list[dict[str, Any]]) -> None:
-    writer = csv.DictWriter(handle, self._columns, extrasaction='ignore')
-    writer.writeheader()
-    writer.writerows(rows)
-
-  def _release_to_tensorboard(self, row: dict[str, Any],
-                              evaluated: Optional[dict[str, Any]]) -> None:
-    value = _releasable(row, evaluated)
-    if self._released_names:
-      value[RELEASED_KEY] = {name: row[name] for name in self._released_names
-                             if row.get(name) is not None}
-    checkpointing.run_sync(self._tensorboard.release(value, row['round']))
-
-  def write(self, row: dict[str, Any],
-            evaluated: Optional[dict[str, Any]]) -> None:
-    """Releases one round: its CSV row and, if evaluated, its metrics."""
-    self._csv_writer.writerow(row)
-    self._csv_handle.flush()
-    self.rows.append(row)
-    self._release_to_tensorboard(row, evaluated)
-
-  def close(self) -> None:
-    self._csv_handle.close()
-    # The release manager has no close(); its summary writer closes, and
-    # flushes, when the manager is dropped.
-    self._tensorboard = None
-
-
-def _parsed_row(row: dict[str, str]) -> dict[str, Any]:
-  """A metrics.csv row with numbers as numbers (empty cells as None)."""
-  parsed = {}
-  for key, text in row.items():
-    if key is None:
-      continue  # Surplus cells (DictReader's None key): not ours to keep.
-    if key == 'clients' or text is None:
-      parsed[key] = text
-    elif text == '':
-      parsed[key] = None
-    else:
-      try:
-        parsed[key] = int(text) if key in ('round',
-                                           'train_examples') else float(text)
-      except ValueError:
-        parsed[key] = None  # A line cut short by a kill.
-  return parsed
-
-
 def _restore(checkpoints: checkpointing.CheckpointManager,
              template: checkpointing.RunState,
              config: RunConfig) -> checkpointing.RunState:
@@ -374,26 +240,6 @@ def _restore(checkpoints: checkpointing.CheckpointManager,
   return restored
 
 
-def _save_weights(path: str, model_weights) -> None:
-  """The global model as named numpy arrays (np.load, no pickle)."""
-  arrays_by_name = {f'trainable_{i}': np.asarray(w)
-                    for i, w in enumerate(model_weights.trainable)}
-  arrays_by_name.update({f'non_trainable_{i}': np.asarray(w)
-                         for i, w in enumerate(model_weights.non_trainable)})
-  write_atomically(path, lambda f: np.savez(f, **arrays_by_name),
-                    binary=True)
-
-
-def _summary(history: list[dict[str, Any]], config: RunConfig,
-             extra_summary: Optional[dict[str, Any]]) -> dict[str, Any]:
-  final_eval = {k: v for k, v in history[-1].items() if k != 'round'}
-  scalar_history = [dict(round=e['round'],
-                         **{k: e.get(k) for k in SCALAR_EVAL_KEYS})
-                    for e in history]
-  return dict(final_eval, rounds=config.rounds, history=scalar_history,
-              **(extra_summary or {}))
-
-
 def _log_round(round_num: int, config: RunConfig, seconds: float,
                row: dict[str, Any], history: list[dict[str, Any]]) -> None:
   balanced = history[-1].get('balanced_accuracy') if history else None
@@ -403,7 +249,7 @@ def _log_round(round_num: int, config: RunConfig, seconds: float,
 
 
 def run(process: tff.learning.templates.LearningProcess,
-        data: federated.FederatedData,
+        data: RoundData,
         selector: Selector,
         evaluate: Callable[[Any], dict[str, Any]],
         config: RunConfig,
@@ -412,7 +258,8 @@ def run(process: tff.learning.templates.LearningProcess,
 
   Args:
     process: the algorithm's learning process.
-    data: the clients' datasets.
+    data: the clients' round inputs (`federated.FederatedData`, or a TFF
+      `ClientData` adapted by `client_data.ClientDataPopulation`).
     selector: chooses each round's client indices (see `selection`); its
       `needs_validation` says whether clients get validation data and slots.
     evaluate: maps the global `ModelWeights` to evaluation metrics, a
@@ -443,9 +290,10 @@ def run(process: tff.learning.templates.LearningProcess,
     selector.set_state(progress.selector_state)
   writer = None
   if config.output_dir is not None:
-    writer = _MetricsWriter(config.output_dir,
-                            progress if config.resume else None,
-                            released_scalar_names(process))
+    writer = report.MetricsWriter(
+        config.output_dir, report.released_scalar_names(process),
+        resumed_round=progress.round_num if config.resume else None,
+        history=progress.history)
   try:
     for round_num in range(progress.round_num + 1, config.rounds + 1):
       progress = _run_round(round_num, process, data, selector, evaluate,
@@ -457,29 +305,25 @@ def run(process: tff.learning.templates.LearningProcess,
   finally:
     if writer is not None:
       writer.close()
-  summary = _summary(progress.history, config, extra_summary)
-  if hasattr(selector, 'summary'):
-    summary['selection'] = selector.summary()
-  released = _released_values(progress.measurements)
-  if released:
-    summary[RELEASED_KEY] = _released_summary(
-        released, writer.rows if writer is not None else [])
+  summary = report.run_summary(
+      progress.history, config.rounds, extra_summary,
+      selection=selector.summary() if hasattr(selector, 'summary') else None,
+      last_released=report.released_values(progress.measurements),
+      rows=writer.rows if writer is not None else ())
   if config.output_dir is not None:
-    write_atomically(
-        os.path.join(config.output_dir, SUMMARY_FILE),
-        lambda f: json.dump(summary, f, indent=2, allow_nan=False))
-    _save_weights(os.path.join(config.output_dir, WEIGHTS_FILE),
-                  process.get_model_weights(progress.process_state))
+    report.write_results(config.output_dir, summary,
+                         process.get_model_weights(progress.process_state))
     plot.write_run_plots(config.output_dir)
   return summary
 
 
 def _run_round(round_num: int,
                process: tff.learning.templates.LearningProcess,
-               data: federated.FederatedData, selector: Selector,
+               data: RoundData, selector: Selector,
                evaluate: Callable[[Any], dict[str, Any]], config: RunConfig,
                progress: checkpointing.RunState,
-               writer: Optional[_MetricsWriter]) -> checkpointing.RunState:
+               writer: Optional[report.MetricsWriter]
+              ) -> checkpointing.RunState:
   """One round: select, train, evaluate if due, release; the state after it."""
   client_indices = selector.select(round_num, progress.measurements)
   inputs = data.round_inputs(
@@ -497,18 +341,13 @@ def _run_round(round_num: int,
     # (psi selection's improved clients) is part of its checkpointed state.
     observe(round_num, client_indices, output.metrics,
             process.get_model_weights(output.state))
-  row = dict(round=round_num, round_seconds=round(seconds, 4),
-             **_train_metrics(output.metrics),
-             clients=' '.join(str(int(k)) for k in client_indices))
-  row.update({name: value
-              for name, value in _released_values(output.metrics).items()
-              if not isinstance(value, list)})
   history = list(progress.history)
   evaluated = None
   if round_num % config.eval_every == 0 or round_num == config.rounds:
     evaluated = evaluate(process.get_model_weights(output.state))
-    row.update({k: evaluated.get(k) for k in SCALAR_EVAL_KEYS})
     history.append(dict(evaluated, round=round_num))
+  row = report.round_row(round_num, seconds, output.metrics, client_indices,
+                         evaluated)
   if writer is not None:
     writer.write(row, evaluated)
   if not config.quiet:
@@ -517,3 +356,86 @@ def _run_round(round_num: int,
       round_num=round_num, process_state=output.state,
       selector_state=selector.get_state(), measurements=output.metrics,
       history=history)
+
+
+class _SoleClientSelector:
+  """Selects client 0, the one client of `PopulationData.only_client`.
+
+  Its state is empty, as `selection.UniformSelector`'s, so checkpoints of
+  earlier each-client-alone runs still resume.
+  """
+
+  needs_validation = False
+
+  def select(self, round_num: int, measurements: Any = None) -> np.ndarray:
+    del round_num, measurements  # One client, every round.
+    return np.zeros([1], np.int64)
+
+  def get_state(self) -> dict[str, Any]:
+    return {}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    del state
+
+
+def _client_config(config: RunConfig, client: int) -> RunConfig:
+  """Client `client`'s run settings: its own directory under the run's."""
+  if config.output_dir is None:
+    return config
+  client_config = dataclasses.replace(
+      config, output_dir=report.client_run_dir(config.output_dir, client),
+      quiet=True)
+  # A resumed experiment resumes the clients it had reached; the ones it had
+  # not started start afresh.
+  return dataclasses.replace(
+      client_config, resume=config.resume and bool(
+          checkpointing.saved_rounds(client_config.checkpoint_dir)))
+
+
+def run_each_client(process: tff.learning.templates.LearningProcess,
+                    data: PopulationData,
+                    evaluate: Callable[[Any], dict[str, Any]],
+                    config: RunConfig,
+                    extra_summary: Optional[dict[str, Any]] = None
+                   ) -> dict[str, Any]:
+  """Trains one model per client on its data alone; summarises over clients.
+
+  The reference row "local" of 003's tables: what a client reaches with its
+  own data only. Client k runs `process` (a one-client process such as
+  `centralized.build_centralized`'s) on its own training split through `run`,
+  for the same rounds and local epochs as a federated run; its final model is
+  evaluated on the balanced test set, and every metric is reported as its
+  mean and spread over the clients (`report.summarize_clients`).
+
+  With an output directory each client's run writes the usual outputs under
+  `clients/<k>/`, and the top level `summary.json` and `local_clients.csv`
+  (`report.write_client_results`).
+
+  Args:
+    process: a one-client process; its `initialize` gives every client the
+      same starting model.
+    data: the clients' data.
+    evaluate: maps `ModelWeights` to evaluation metrics.
+    config: rounds, local training and output settings of every client.
+    extra_summary: JSON-able facts added to the top-level summary.
+
+  Returns:
+    The summary over clients (see `report.summarize_clients`), with each
+    client's final metrics under `local_clients`.
+  """
+  finals = []
+  for k in range(data.num_clients):
+    client_summary = run(process, data.only_client(k), _SoleClientSelector(),
+                         evaluate, _client_config(config, k))
+    final = {key: client_summary.get(key)
+             for key in report.SCALAR_EVAL_KEYS + ('per_class_accuracy',)}
+    finals.append(dict(client=k, client_id=data.client_ids[k], **final))
+    if not config.quiet:
+      print(f'client {k + 1}/{data.num_clients} ({data.client_ids[k]}): '
+            f'balanced_acc {final["balanced_accuracy"]:.4f}', flush=True)
+  summary = dict(report.summarize_clients(finals), rounds=config.rounds,
+                 num_local_clients=len(finals), local_clients=finals,
+                 **(extra_summary or {}))
+  if config.output_dir is not None:
+    report.write_client_results(config.output_dir, summary, finals)
+  return summary

@@ -22,6 +22,10 @@ SIGTERM, what schedulers send, stop a run like Ctrl-C.
 (measured on 2 cores, see DESIGN.md): `max_concurrent_computation_calls`
 about the core count.
 
+`set_inprocess_execution_context` runs the same compiled computations in this
+process with TensorFlow (`inprocess`), on a GPU where TensorFlow sees one; it
+starts no worker and opens no port.
+
 `set_remote_execution_context` runs the same computations on workers started
 elsewhere (`python -m tff_imbalance.worker --port=N`): TFF's mergeable context
 gives each worker a share of a round's clients, merges their partial
@@ -57,6 +61,7 @@ import portpicker
 import tensorflow_federated as tff
 
 from tff_imbalance import errors
+from tff_imbalance import inprocess
 
 _GRPC_MAX_MESSAGE_BYTES = 2 * 1000 * 1000 * 1000
 _GRPC_CHANNEL_OPTIONS = (
@@ -261,6 +266,32 @@ def _context_for_worker(lazy_worker: _LazyWorker):
 
 
 _ACTIVE_WORKER: Optional[_LazyWorker] = None
+# What runs the computations, for summary.json; updated in place, so that a
+# run's summary, which holds this dict, sees the devices used meanwhile.
+_EXECUTION: dict[str, Any] = {}
+
+
+def _stop_local_worker() -> None:
+  global _ACTIVE_WORKER
+  if _ACTIVE_WORKER is not None:
+    _ACTIVE_WORKER.stop()
+    _ACTIVE_WORKER = None
+
+
+def _record_execution(executor: str, devices: Any) -> None:
+  _EXECUTION.clear()
+  _EXECUTION.update(executor=executor, devices=devices)
+
+
+def execution_summary() -> dict[str, Any]:
+  """The executor in use and the devices that ran computations.
+
+  The dict is live: the in-process path adds to `devices` (the devices
+  TensorFlow placed results on, e.g.
+  '/job:localhost/replica:0/task:0/device:CPU:0') while it runs; TFF's
+  worker has TensorFlow's CPU kernels only.
+  """
+  return _EXECUTION
 
 
 def set_local_execution_context(
@@ -274,11 +305,72 @@ def set_local_execution_context(
   global _ACTIVE_WORKER
   if max_concurrent_computation_calls is None:
     max_concurrent_computation_calls = os.cpu_count() or 1
-  if _ACTIVE_WORKER is not None:
-    _ACTIVE_WORKER.stop()
+  _stop_local_worker()
   _ACTIVE_WORKER = _LazyWorker(max_concurrent_computation_calls)
   tff.framework.get_context_stack().set_default_context(
       _context_for_worker(_ACTIVE_WORKER))
+  _record_execution('worker', ['worker_binary (CPU only)'])
+
+
+def set_inprocess_execution_context(device: str = 'auto') -> None:
+  """Runs computations in this process with TensorFlow (`inprocess`).
+
+  No worker is started (a local one is stopped) and no port is opened.
+
+  Args:
+    device: 'auto' (every GPU TensorFlow sees, else the CPU), 'cpu' or 'gpu';
+      clients are shared round-robin by the GPUs.
+
+  Raises:
+    errors.UserInputError: naming --device, for 'gpu' without a GPU.
+  """
+  placement = inprocess.Placement(inprocess.resolve_devices(device))
+  _stop_local_worker()
+  tff.framework.get_context_stack().set_default_context(
+      inprocess.build_execution_context(placement))
+  # The placement's own list, filled in while computations run.
+  _record_execution('inprocess', placement.used)
+
+
+EXECUTORS = ('worker', 'inprocess')
+
+
+def set_execution_context(executor: str = 'worker', device: str = 'auto',
+                          workers: Optional[Sequence[str]] = None,
+                          max_concurrent_computation_calls: Optional[int] = None
+                         ) -> None:
+  """Installs the context that `--executor`, `--device`, `--workers` ask for.
+
+  Args:
+    executor: 'worker' (TFF's C++ worker_binary, CPU only) or 'inprocess'
+      (TensorFlow in this process, `set_inprocess_execution_context`).
+    device: 'auto', 'cpu' or 'gpu'; the worker runs on CPUs only.
+    workers: `host:port` of remote workers (worker executor only).
+    max_concurrent_computation_calls: the local worker's concurrency.
+
+  Raises:
+    errors.UserInputError: naming the flags, for --workers with
+      --executor=inprocess, --device=gpu with the worker, or --device=gpu
+      where TensorFlow sees no GPU.
+  """
+  if executor not in EXECUTORS:
+    raise errors.UserInputError(
+        f'--executor={executor!r} is not one of {", ".join(EXECUTORS)}.')
+  if executor == 'inprocess':
+    if workers:
+      raise errors.UserInputError(
+          '--workers runs on TFF workers; drop --executor=inprocess (or drop '
+          '--workers to run in this process).')
+    set_inprocess_execution_context(device)
+    return
+  if device == 'gpu':
+    raise errors.UserInputError(
+        '--device=gpu needs --executor=inprocess: TFF\'s worker_binary has '
+        'only CPU kernels.')
+  if workers:
+    set_remote_execution_context(workers)
+  else:
+    set_local_execution_context(max_concurrent_computation_calls)
 
 
 class Terminated(KeyboardInterrupt):
@@ -520,14 +612,13 @@ def set_remote_execution_context(addresses: Sequence[str]) -> None:
     errors.UserInputError: for a malformed address or a worker that does not
       answer (the message names it).
   """
-  global _ACTIVE_WORKER
   stubs = [connect_worker(address)
            for address in parse_worker_addresses(addresses)]
-  if _ACTIVE_WORKER is not None:
-    _ACTIVE_WORKER.stop()
-    _ACTIVE_WORKER = None
+  _stop_local_worker()
   tff.framework.get_context_stack().set_default_context(
       tff.framework.MergeableCompExecutionContext(
           [_remote_async_context(stub) for stub in stubs],
           compiler_fn=_compile_for_workers,
           transform_result=tff.tensorflow.transform_result))
+  _record_execution('workers', [f'worker_binary at {address} (CPU only)'
+                                for address in addresses])

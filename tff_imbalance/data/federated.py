@@ -8,8 +8,14 @@ in each local epoch is a numpy permutation drawn from
 holds no random op, so every pass over it gives the same batches (a client
 computation may read its data several times in a round), a run repeats bit
 for bit, and every round and epoch still sees a fresh order.
+
+`ClientPopulation` writes the per-round datasets once over two accessors
+(a client's training and validation examples); `FederatedData` implements
+them over its pool, `client_data.ClientDataPopulation` over a user's TFF
+`ClientData`.
 """
 
+import abc
 import collections
 import dataclasses
 from typing import Sequence
@@ -24,10 +30,10 @@ from tff_imbalance.data import partition as partition_lib
 tff = compat.tff
 
 # The client-data key of a client's index in the population (see
-# `FederatedData.round_inputs`).
+# `ClientPopulation.round_inputs`).
 CLIENT_INDEX = 'client_index'
 # The client-data key of a client's training examples for evaluating the
-# received model (one pass; see `FederatedData.round_inputs`).
+# received model (one pass; see `ClientPopulation.round_inputs`).
 EVALUATION = 'evaluation'
 
 
@@ -36,36 +42,27 @@ def derived_seed(*parts: int) -> int:
   return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] >> 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class FederatedData:
-  """Clients' training and validation splits over one training pool.
+class ClientPopulation(abc.ABC):
+  """Clients' per-round datasets, written once over per-client examples.
 
-  Attributes:
-    pool: the training examples every index refers to.
-    client_ids: one id per client.
-    train_indices: per client, indices into `pool` for local training.
-    validation_indices: per client, indices into `pool` for local validation
-      (empty arrays when no validation split was requested).
-    num_classes: number of classes C.
+  A subclass says how many clients there are and gives each client's
+  training and validation examples; this class turns them into what a
+  process's `next` takes (`round_inputs`), with the seeded per-round order of
+  `train_dataset`.
   """
-  pool: arrays.LabeledArrays
-  client_ids: tuple[str, ...]
-  train_indices: tuple[np.ndarray, ...]
-  validation_indices: tuple[np.ndarray, ...]
-  num_classes: int
 
   @property
+  @abc.abstractmethod
   def num_clients(self) -> int:
-    return len(self.client_ids)
+    """The number of clients N; clients are indexed 0..N-1."""
 
-  def train_labels(self) -> np.ndarray:
-    """Labels of every client's training examples, concatenated."""
-    return self.pool.y[np.concatenate(self.train_indices)]
+  @abc.abstractmethod
+  def train_examples(self, client_index: int) -> arrays.LabeledArrays:
+    """A client's training examples, in stored order."""
 
-  def client_train_partition(self) -> list[np.ndarray]:
-    """Per-client training indices into `train_labels()`-ordered positions."""
-    sizes = np.cumsum([0] + [len(i) for i in self.train_indices])
-    return [np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+  @abc.abstractmethod
+  def validation_examples(self, client_index: int) -> arrays.LabeledArrays:
+    """A client's validation examples (possibly none)."""
 
   def train_dataset(self, client_index: int, *, round_num: int,
                     local_epochs: int, batch_size: int,
@@ -84,7 +81,7 @@ class FederatedData:
     training) start is not fixed, so such a client saw a random one of
     several orders.
     """
-    examples = self.pool.take(self.train_indices[client_index])
+    examples = self.train_examples(client_index)
     order = np.concatenate([
         epoch_order(len(examples), seed=seed, round_num=round_num,
                     client_index=client_index, epoch=epoch)
@@ -127,7 +124,7 @@ class FederatedData:
                                    local_epochs=local_epochs,
                                    batch_size=batch_size, seed=seed)
       else:
-        train = _gathered_batches(self.pool.take(np.zeros([0], np.int64)),
+        train = _gathered_batches(self.train_examples(k).take([]),
                                   np.zeros([0], np.int64), batch_size)
       if not (with_validation or with_client_index):
         inputs.append(train)
@@ -137,7 +134,7 @@ class FederatedData:
         client_input.update(self._validation_input(int(k), slot, batch_size))
       if with_population:
         client_input[EVALUATION] = _examples_dataset(
-            self.pool.take(self.train_indices[k])).batch(batch_size)
+            self.train_examples(k)).batch(batch_size)
       if with_client_index:
         client_input[CLIENT_INDEX] = tf.data.Dataset.from_tensors(np.int32(k))
       inputs.append(client_input)
@@ -157,6 +154,50 @@ class FederatedData:
         validation=self.validation_dataset(client_index, batch_size),
         slot=tf.data.Dataset.from_tensors(np.int32(slot)))
 
+  def validation_dataset(self, client_index: int,
+                         batch_size: int) -> tf.data.Dataset:
+    """The batched validation dataset of one client."""
+    return _examples_dataset(
+        self.validation_examples(client_index)).batch(batch_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class FederatedData(ClientPopulation):
+  """Clients' training and validation splits over one training pool.
+
+  Attributes:
+    pool: the training examples every index refers to.
+    client_ids: one id per client.
+    train_indices: per client, indices into `pool` for local training.
+    validation_indices: per client, indices into `pool` for local validation
+      (empty arrays when no validation split was requested).
+    num_classes: number of classes C.
+  """
+  pool: arrays.LabeledArrays
+  client_ids: tuple[str, ...]
+  train_indices: tuple[np.ndarray, ...]
+  validation_indices: tuple[np.ndarray, ...]
+  num_classes: int
+
+  @property
+  def num_clients(self) -> int:
+    return len(self.client_ids)
+
+  def train_examples(self, client_index: int) -> arrays.LabeledArrays:
+    return self.pool.take(self.train_indices[client_index])
+
+  def validation_examples(self, client_index: int) -> arrays.LabeledArrays:
+    return self.pool.take(self.validation_indices[client_index])
+
+  def train_labels(self) -> np.ndarray:
+    """Labels of every client's training examples, concatenated."""
+    return self.pool.y[np.concatenate(self.train_indices)]
+
+  def client_train_partition(self) -> list[np.ndarray]:
+    """Per-client training indices into `train_labels()`-ordered positions."""
+    sizes = np.cumsum([0] + [len(i) for i in self.train_indices])
+    return [np.arange(a, b) for a, b in zip(sizes[:-1], sizes[1:])]
+
   def pooled(self) -> 'FederatedData':
     """One virtual client holding every client's training and validation
     examples (centralized training on exactly the federated training set)."""
@@ -171,12 +212,6 @@ class FederatedData:
         self, client_ids=(self.client_ids[client_index],),
         train_indices=(self.train_indices[client_index],),
         validation_indices=(self.validation_indices[client_index],))
-
-  def validation_dataset(self, client_index: int,
-                         batch_size: int) -> tf.data.Dataset:
-    """The batched validation dataset of one client."""
-    examples = self.pool.take(self.validation_indices[client_index])
-    return _examples_dataset(examples).batch(batch_size)
 
   def to_client_data(self) -> tff.simulation.datasets.ClientData:
     """The training splits as a TFF `ClientData` of unbatched examples."""

@@ -12,12 +12,16 @@ baselines use it (NOTES.md secs. 3 and 7):
   centralized `PriorCELoss`, here sent to every client as a constant).
 """
 
+import dataclasses
+
 import numpy as np
 import tensorflow as tf
 
 from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import losses
+from tff_imbalance.learning import method
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import spec as spec_lib
@@ -25,6 +29,19 @@ from tff_imbalance.models import spec as spec_lib
 tff = compat.tff
 
 PRIORS = ('local', 'global')
+
+
+@dataclasses.dataclass(frozen=True)
+class BalancedSoftmaxOptions:
+  """Balanced Softmax's prior (Ren et al. 2020)."""
+  FLAG_PREFIX = 'balanced_softmax_'
+  prior: str = options_lib.option(
+      'local', 'balanced_softmax: log prior from each client\'s own label '
+      'counts (FedETF) or from the global training counts (BalanceFL\'s '
+      'centralized baseline).', choices=PRIORS)
+
+  def __post_init__(self):
+    options_lib.check_choices(self)
 
 
 def local_log_prior(dataset: tf.data.Dataset, num_classes: int,
@@ -85,15 +102,29 @@ def build_balanced_softmax(
       raise ValueError(f'the global prior needs {num_classes} class counts, '
                        f'got shape {counts.shape}')
     global_log_prior = losses.log_prior(counts).numpy()
-    extension = local_training.ClientWorkExtension(
+    plugin = local_training.LocalLoopPlugin(
         initial_broadcast=lambda: global_log_prior)
   else:
-    extension = local_training.ClientWorkExtension(
+    plugin = local_training.LocalLoopPlugin(
         # Placeholder server state of the prior's shape; each client replaces
         # it with its own log prior before training.
         initial_broadcast=lambda: np.zeros([num_classes], np.float32),
-        localize_broadcast=lambda unused_broadcast, dataset: local_log_prior(
-            dataset, num_classes, local_epochs))
+        prepare=lambda client: local_training.Preparation(
+            context=local_log_prior(client.train, num_classes,
+                                    local_epochs)))
   return fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer,
-      loss=losses.balanced_softmax, extension=extension)
+      loss=losses.balanced_softmax, plugin=plugin)
+
+
+def _build(model_spec, config, options, context):
+  """Balanced Softmax (Ren et al. 2020) on FedAvg, local or global prior."""
+  return build_balanced_softmax(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      prior=options.prior, train_class_counts=context.train_class_counts,
+      local_epochs=config.local_epochs)
+
+
+BALANCED_SOFTMAX = method.Method('balanced_softmax', _build,
+                                 BalancedSoftmaxOptions,
+                                 local_loss=method.LocalLoss.OWN)

@@ -18,6 +18,7 @@ optimizer's state (e.g. momentum) restarts every `local_epochs` epochs.
 
 from tff_imbalance import compat
 from tff_imbalance import losses
+from tff_imbalance.learning import method
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.models import spec as spec_lib
 
@@ -48,3 +49,19 @@ def build_centralized(
   return fedavg_family.build_local_training_process(
       model_spec, client_optimizer,
       tff.learning.optimizers.build_sgdm(learning_rate=1.0), loss=loss)
+
+
+def _centralized(model_spec, config, options, context):
+  """One model trained on one client's data: the pool, or (local) each own."""
+  del options, context  # Unused.
+  return build_centralized(model_spec, config.client_optimizer(),
+                           loss=config.per_example_loss())
+
+
+# Reference rows, not federated: `centralized` trains on every client's data
+# pooled into one virtual client (`FederatedData.pooled`); `local` trains one
+# model per client on its own data (the task runs each client alone).
+CENTRALIZED = method.Method('centralized', _centralized,
+                            client_mode=method.ClientMode.POOLED)
+LOCAL = method.Method('local', _centralized,
+                      client_mode=method.ClientMode.EACH_ALONE)

@@ -30,12 +30,15 @@ official code's update (`shenzebang/Federated-Learning-Pytorch`,
 """
 
 import collections
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
 
 from tff_imbalance import compat
 from tff_imbalance import losses
+from tff_imbalance.learning import method
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import spec as spec_lib
@@ -59,6 +62,35 @@ def aggregation_multiplier(duals: tf.Tensor,
 # Where the dual step reads its losses: every client of the population (the
 # official code) or the round's cohort (cheaper for large populations).
 DUAL_SCOPES = ('all', 'cohort')
+
+
+@dataclasses.dataclass(frozen=True)
+class ClimbOptions:
+  """CLIMB's hyperparameters (004 appendix C.2 defaults for MNIST-LT)."""
+  FLAG_PREFIX = 'climb_'
+  epsilon: float = options_lib.option(
+      0.01, 'CLIMB constraint tolerance epsilon >= 0 (004 app. C.2: 0.01 '
+      'MNIST-LT, 0.1 CIFAR).')
+  dual_lr: float = options_lib.option(
+      2.0, 'CLIMB dual step size eta_D > 0 (004 app. C.2: 2.0 MNIST-LT, 0.1 '
+      'CIFAR).')
+  max_dual: float = options_lib.option(
+      100.0, 'CLIMB upper clip of every dual variable (> 0).')
+  duals: str = options_lib.option(
+      'all', 'CLIMB dual step on every client\'s loss (all: the official '
+      'algorithm; every round evaluates all N clients) or on the round\'s '
+      'cohort only (cohort: for large populations).', choices=DUAL_SCOPES)
+  primal_rounds: int = options_lib.option(
+      1, 'CLIMB rounds per dual step >= 1 (official code: 5; 004 app. C.2: '
+      '1).')
+
+  def __post_init__(self):
+    options_lib.require(self, 'epsilon', self.epsilon >= 0, '>= 0')
+    options_lib.require(self, 'dual_lr', self.dual_lr > 0, '> 0')
+    options_lib.require(self, 'max_dual', self.max_dual > 0, '> 0')
+    options_lib.check_choices(self)
+    options_lib.require(self, 'primal_rounds', self.primal_rounds >= 1,
+                        '>= 1')
 
 
 def dual_update(duals: tf.Tensor, loss_sums: tf.Tensor,
@@ -176,12 +208,20 @@ def build_climb(
       mean_loss = local_training.evaluate_mean_loss(model, loss, dataset, ())
     return mean_loss
 
-  def report_received_model_loss(model, dataset, state, client_index):
-    at_index = tf.one_hot(client_index, num_clients, dtype=tf.float32)
+  def prepare(client):
+    """f_k(w^t) at the client's index; its primal weight multiplier."""
+    state, index = client.broadcast, client.client_index
+    at_index = tf.one_hot(index, num_clients, dtype=tf.float32)
     evaluated = at_index * tf.cast(tf.equal(state['step'], 0), tf.float32)
-    return collections.OrderedDict(
-        loss_sums=at_index * received_model_loss(model, dataset, state),
+    dataset = client.evaluation if duals == 'all' else client.train
+    report = collections.OrderedDict(
+        loss_sums=at_index * received_model_loss(client.model, dataset,
+                                                 state),
         evaluated=evaluated)
+    # The duals weight aggregation, not the local loss: no loss context.
+    return local_training.Preparation(
+        context=(), report=report,
+        weight_scale=aggregation_multiplier(state['duals'], index))
 
   def update_duals(state, report):
     starts = tf.equal(state['step'], 0)
@@ -197,20 +237,24 @@ def build_climb(
         held_loss_sums=held_loss_sums, held_evaluated=held_evaluated,
         step=(state['step'] + 1) % primal_rounds)
 
-  def weight(num_examples, state, client_index):
-    return num_examples * aggregation_multiplier(state['duals'], client_index)
-
-  extension = local_training.ClientWorkExtension(
+  needs = {local_training.CLIENT_INDEX}
+  if duals == 'all':
+    needs.add(local_training.EVALUATION)
+  plugin = local_training.LocalLoopPlugin(
       initial_broadcast=lambda: initial_state(num_clients),
-      client_report=report_received_model_loss,
-      update_broadcast=update_duals,
-      with_client_index=True,
-      with_evaluation=duals == 'all',
-      report_before_training=True,
-      update_weight=weight)
+      needs=frozenset(needs), prepare=prepare, update_broadcast=update_duals)
   return fedavg_family.build_local_training_process(
-      model_spec, client_optimizer, server_optimizer,
-      # The broadcast state is the duals, which weight aggregation, not the
-      # local loss.
-      loss=lambda labels, logits, state: loss(labels, logits, ()),
-      extension=extension)
+      model_spec, client_optimizer, server_optimizer, loss=loss,
+      plugin=plugin)
+
+
+def _build(model_spec, config, options, context):
+  """CLIMB (Shen et al. 2022): client re-weighting by per-client duals."""
+  return build_climb(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      context.num_clients, epsilon=options.epsilon, dual_lr=options.dual_lr,
+      max_dual=options.max_dual, duals=options.duals,
+      primal_rounds=options.primal_rounds, loss=config.per_example_loss())
+
+
+CLIMB = method.Method('climb', _build, ClimbOptions)

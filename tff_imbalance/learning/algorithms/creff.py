@@ -23,6 +23,8 @@ import tensorflow as tf
 
 from tff_imbalance import compat
 from tff_imbalance.learning import classifier_gradients
+from tff_imbalance.learning import method
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning.aggregators import class_mean
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.client_work import local_training
@@ -56,17 +58,34 @@ class CReFFOptions:
       appendix C.2 and RG use the local learning rate).
     retrain_init: 'fresh' (a new seeded classifier each round, as the code's
       new `nn.Linear`) or 'zero' (this project's earlier choice).
-    seed: seeds the features' initial values, the fresh classifiers and the
-      per-epoch shuffles.
   """
-  features_per_class: int = 100
-  match_steps: int = 100
-  feature_lr: float = 0.1
-  retrain_epochs: int = 300
-  retrain_batch_size: int = 32
-  retrain_lr: float = 0.01
-  retrain_init: str = 'fresh'
-  seed: int = 0
+  FLAG_PREFIX = 'creff_'
+  features_per_class: int = options_lib.option(
+      100, 'CReFF federated features per class (>= 1).')
+  match_steps: int = options_lib.option(
+      100, 'CReFF gradient-matching steps per round (>= 1).')
+  feature_lr: float = options_lib.option(
+      0.1, 'CReFF learning rate of the federated features (> 0).')
+  retrain_epochs: int = options_lib.option(
+      300, 'CReFF classifier re-training epochs of mini-batch SGD over the '
+      'federated features per round (>= 1).')
+  retrain_batch_size: int = options_lib.option(
+      32, 'CReFF re-training mini-batch size (>= 1; at least classes x '
+      '--creff_features_per_class is full-batch).')
+  retrain_lr: float = options_lib.option(
+      0.01, 'CReFF classifier re-training learning rate (> 0; the CReFF '
+      'code: 0.01; 004 appendix C.2: --client_lr).')
+  retrain_init: str = options_lib.option(
+      'fresh', 'CReFF re-trained classifier start each round: a fresh seeded '
+      'nn.Linear-style draw (the CReFF code) or zero.', choices=RETRAIN_INITS)
+
+  def __post_init__(self):
+    for name in ('features_per_class', 'match_steps', 'retrain_epochs',
+                 'retrain_batch_size'):
+      options_lib.require(self, name, getattr(self, name) >= 1, '>= 1')
+    options_lib.require(self, 'feature_lr', self.feature_lr > 0, '> 0')
+    options_lib.require(self, 'retrain_lr', self.retrain_lr > 0, '> 0')
+    options_lib.check_choices(self)
 
 
 def feature_labels(num_classes: int, features_per_class: int) -> tf.Tensor:
@@ -208,7 +227,7 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
   then on the server matches the federated features to the classes that had
   holders this round, using the classifier the clients computed their
   gradients with, and re-trains a new classifier on all features
-  (`retrain_classifier`, seeded by the options' seed and the round). State:
+  (`retrain_classifier`, seeded by `seed` and the round). State:
   the gradient aggregator's state, the features, the re-trained classifier
   and the round number; result: the re-trained classifier and the matching loss
   before and after this round's matching (the shared loop reports the
@@ -217,12 +236,13 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
   """
 
   def __init__(self, initial_classifier: collections.OrderedDict,
-               options: CReFFOptions):
+               options: CReFFOptions, seed: int):
     self._initial_classifier = initial_classifier
     self._options = options
+    self._seed = seed
 
   def create(self, value_type) -> tff.templates.AggregationProcess:
-    options = self._options
+    options, seed = self._options, self._seed
     feature_dim, num_classes = self._initial_classifier['kernel'].shape
     gradients = class_mean.ClassMeanFactory().create(value_type)
     labels_count = num_classes * options.features_per_class
@@ -230,7 +250,7 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
     @compat.tf_computation
     def initial_server():
       features = tf.random.stateless_normal(
-          [labels_count, feature_dim], seed=[options.seed, 7])
+          [labels_count, feature_dim], seed=[seed, 7])
       return collections.OrderedDict(
           features=features,
           classifier=tf.nest.map_structure(tf.constant,
@@ -253,7 +273,7 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
         # Each round's fresh classifier and epoch orders flow from the seed
         # and the round number alone.
         round_seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([options.seed, _RETRAIN_SEED_TAG]),
+            tf.constant([seed, _RETRAIN_SEED_TAG]),
             server['round_num'])
         init_seed, order_seed = tf.unstack(
             tf.random.experimental.stateless_split(round_seed, 2))
@@ -308,23 +328,25 @@ def _initial_classifier(model_spec: spec_lib.ModelSpec):
                                  bias=layer.bias.numpy())
 
 
-def _creff_extension(model_spec: spec_lib.ModelSpec, options: CReFFOptions,
-                     initial_classifier) -> local_training.ClientWorkExtension:
+def _creff_plugin(model_spec: spec_lib.ModelSpec, options: CReFFOptions,
+                  seed: int,
+                  initial_classifier) -> local_training.LocalLoopPlugin:
   """Real gradients on the received backbone with the re-trained classifier."""
   num_classes = model_spec.num_classes
 
-  def real_gradients(model, dataset, classifier):
-    features = builders.feature_extractor(model)
-    return classifier_gradients.dataset_class_gradients(
-        lambda x: features(x, training=False), classifier['kernel'],
-        classifier['bias'], dataset, num_classes)
+  def real_gradients(client):
+    features = builders.feature_extractor(client.model)
+    classifier = client.broadcast
+    return local_training.Preparation(
+        report=classifier_gradients.dataset_class_gradients(
+            lambda x: features(x, training=False), classifier['kernel'],
+            classifier['bias'], client.train, num_classes))
 
-  return local_training.ClientWorkExtension(
+  return local_training.LocalLoopPlugin(
       initial_broadcast=lambda: initial_classifier,
-      client_report=real_gradients,
-      report_before_training=True,
+      prepare=real_gradients,
       report_factory=class_mean.FieldFactory(
-          'extension', CReFFServerFactory(initial_classifier, options)),
+          'extension', CReFFServerFactory(initial_classifier, options, seed)),
       update_broadcast=lambda classifier, report: report['classifier'])
 
 
@@ -362,6 +384,8 @@ def build_creff(
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     options: CReFFOptions,
+    *,
+    seed: int = 0,
 ) -> tff.learning.templates.LearningProcess:
   """CReFF: FedAvg plus a classifier re-trained on federated features.
 
@@ -387,6 +411,8 @@ def build_creff(
     client_optimizer: local optimizer.
     server_optimizer: server optimizer on the averaged delta.
     options: CReFF's server hyperparameters.
+    seed: seeds the features' initial values, the fresh classifiers and the
+      per-epoch shuffles.
 
   Returns:
     A `tff.learning.templates.LearningProcess`.
@@ -394,5 +420,16 @@ def build_creff(
   initial_classifier = _initial_classifier(model_spec)
   process = fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer,
-      extension=_creff_extension(model_spec, options, initial_classifier))
+      plugin=_creff_plugin(model_spec, options, seed, initial_classifier))
   return _with_retrained_classifier(process, model_spec)
+
+
+def _build(model_spec, config, options, context):
+  """CReFF (Shang et al. 2022): classifier re-trained on federated features."""
+  del context  # Unused.
+  return build_creff(model_spec, config.client_optimizer(),
+                     config.server_sgd(), options, seed=model_spec.seed)
+
+
+CREFF = method.Method('creff', _build, CReFFOptions,
+                      local_loss=method.LocalLoss.OWN)

@@ -11,16 +11,55 @@ speed per round (`bench.speed`). FedProx (Li et al. 2020) is ours too because TF
 (`learning/templates/proximal_client_work.py`).
 """
 
+import dataclasses
 from typing import Optional
 
 import numpy as np
 
 from tff_imbalance import compat
 from tff_imbalance import losses
+from tff_imbalance.learning import method
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAvgMOptions:
+  """FedAvgM's server momentum (Hsu et al. 2019)."""
+  FLAG_PREFIX = 'server_'
+  momentum: float = options_lib.option(0.9, 'FedAvgM server momentum.')
+
+  def __post_init__(self):
+    options_lib.require(self, 'momentum', 0 <= self.momentum < 1, 'in [0, 1)')
+
+
+@dataclasses.dataclass(frozen=True)
+class FedAdamOptions:
+  """FedAdam's server Adam (Reddi et al. 2021, Algorithm 2)."""
+  FLAG_PREFIX = 'adam_'
+  beta1: float = options_lib.option(0.9, 'FedAdam server beta1, in [0, 1).')
+  beta2: float = options_lib.option(0.99, 'FedAdam server beta2, in [0, 1).')
+  epsilon: float = options_lib.option(
+      1e-3, 'FedAdam tau (adaptivity) > 0 (Reddi et al. 2021: 1e-3).')
+
+  def __post_init__(self):
+    for name in ('beta1', 'beta2'):
+      options_lib.require(self, name, 0 <= getattr(self, name) < 1,
+                          'in [0, 1)')
+    options_lib.require(self, 'epsilon', self.epsilon > 0, '> 0')
+
+
+@dataclasses.dataclass(frozen=True)
+class FedProxOptions:
+  """FedProx's proximal strength (Li et al. 2020, eq. 2)."""
+  FLAG_PREFIX = 'fedprox_'
+  mu: float = options_lib.option(0.01, 'FedProx proximal strength mu.')
+
+  def __post_init__(self):
+    options_lib.require(self, 'mu', self.mu >= 0, '>= 0')
 
 
 def build_tff_fedavg(
@@ -65,15 +104,15 @@ def build_local_training_process(
     *,
     loss: losses.PerExampleLoss = losses.cross_entropy,
     proximal_strength: float = 0.0,
-    extension: Optional[local_training.ClientWorkExtension] = None,
+    plugin: Optional[local_training.LocalLoopPlugin] = None,
     validation_slots: Optional[int] = None,
 ) -> tff.learning.templates.LearningProcess:
   """A FedAvg-shaped process around our shared local-training client work.
 
   The same math as `build_tff_fedavg` (example-weighted mean of client deltas,
   applied by `server_optimizer`), with the local objective open to a custom
-  per-example loss, a proximal term and an extension's broadcast state and
-  client reports. Every custom algorithm of this project is one call of this
+  per-example loss, a proximal term and a plug-in's broadcast state, client
+  reports and hooks. Every custom algorithm of this project is one call of this
   function with its own pieces.
 
   Args:
@@ -82,7 +121,7 @@ def build_local_training_process(
     server_optimizer: server optimizer applied to the averaged delta.
     loss: per-example loss (see `losses`).
     proximal_strength: FedProx's mu (0 for none).
-    extension: extra broadcast state and client reports.
+    plugin: the method's additions to the local loop (None for none).
     validation_slots: cohort size K when clients report per-slot validation
       losses (see `local_training`); None otherwise.
 
@@ -93,7 +132,7 @@ def build_local_training_process(
   weights_type = initial_weights.type_signature.result
   client_work = local_training.build_local_training_client_work(
       model_spec, client_optimizer, loss=loss,
-      proximal_strength=proximal_strength, extension=extension,
+      proximal_strength=proximal_strength, plugin=plugin,
       validation_slots=validation_slots)
   return tff.learning.templates.compose_learning_process(
       initial_weights,
@@ -132,3 +171,47 @@ def build_fedprox(
   return build_local_training_process(
       model_spec, client_optimizer, server_optimizer, loss=loss,
       proximal_strength=proximal_strength)
+
+
+def _fedavg_with_server(model_spec, config, server_optimizer):
+  """FedAvg's round with a chosen server optimizer, on our client work.
+
+  The same arithmetic as TFF's `build_weighted_fed_avg` (tested equal in
+  tests/test_learning.py), at the plain-TF floor's speed per round
+  (results/speed.md), with the flagged per-example loss.
+  """
+  return build_local_training_process(
+      model_spec, config.client_optimizer(), server_optimizer,
+      loss=config.per_example_loss())
+
+
+def _fedavg(model_spec, config, options, context):
+  del options, context  # Unused.
+  return _fedavg_with_server(model_spec, config, config.server_sgd())
+
+
+def _fedavgm(model_spec, config, options, context):
+  del context  # Unused.
+  return _fedavg_with_server(model_spec, config,
+                             config.server_sgd(momentum=options.momentum))
+
+
+def _fedadam(model_spec, config, options, context):
+  del context  # Unused.
+  server = tff.learning.optimizers.build_adam(
+      learning_rate=config.server_lr_or(0.01), beta_1=options.beta1,
+      beta_2=options.beta2, epsilon=options.epsilon)
+  return _fedavg_with_server(model_spec, config, server)
+
+
+def _fedprox(model_spec, config, options, context):
+  del context  # Unused.
+  return build_fedprox(model_spec, config.client_optimizer(),
+                       config.server_sgd(), options.mu,
+                       loss=config.per_example_loss())
+
+
+FEDAVG = method.Method('fedavg', _fedavg)
+FEDAVGM = method.Method('fedavgm', _fedavgm, FedAvgMOptions)
+FEDADAM = method.Method('fedadam', _fedadam, FedAdamOptions)
+FEDPROX = method.Method('fedprox', _fedprox, FedProxOptions)

@@ -9,6 +9,7 @@ server broadcasts with the model, as process state.
 """
 
 import collections
+import dataclasses
 
 import numpy as np
 import tensorflow as tf
@@ -17,7 +18,9 @@ from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import losses
 from tff_imbalance.data import arrays
+from tff_imbalance.learning import method
 from tff_imbalance.learning import monitor
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import spec as spec_lib
@@ -26,6 +29,33 @@ tff = compat.tff
 
 # How eq. 10's class weights are scaled (see `build_ratio_loss`).
 RATIO_NORMALIZATIONS = ('mean', 'none')
+
+
+@dataclasses.dataclass(frozen=True)
+class RatioOptions:
+  """Ratio Loss's hyperparameters (002 eq. 10, Table 1); the monitor's
+  threshold T_Ra is shared with --monitor (`AlgorithmConfig`)."""
+  FLAG_PREFIX = 'ratio_'
+  alpha: float = options_lib.option(1.0, 'Ratio Loss alpha (002 eq. 10), > 0.')
+  beta: float = options_lib.option(0.1, 'Ratio Loss beta (002 eq. 10), >= 0.')
+  start_round: int = options_lib.option(
+      1, 'First round (1-based) with Ratio Loss weights; plain CE before '
+      '(002 Table 1, detection stage).')
+  weighting: str = options_lib.option(
+      'per_example', 'per_example: each example weighted by its class (002 '
+      'eq. 11); as_coded: the reference code\'s batch-mean weight times CE '
+      '(NOTES.md sec. 2).', choices=losses.RATIO_WEIGHTINGS)
+  normalize: str = options_lib.option(
+      'mean', 'mean: Ratio Loss class weights alpha + beta Ra_i divided by '
+      'their class mean (finite under client momentum); none: 002 eq. 10 as '
+      'printed.', choices=RATIO_NORMALIZATIONS)
+
+  def __post_init__(self):
+    options_lib.require(self, 'alpha', self.alpha > 0, '> 0')
+    options_lib.require(self, 'beta', self.beta >= 0, '>= 0')
+    options_lib.require(self, 'start_round', self.start_round >= 1, '>= 1',
+                        '1 re-weights from the first round')
+    options_lib.check_choices(self)
 
 
 def check_aux_data(aux: arrays.LabeledArrays | None, what: str) -> None:
@@ -106,11 +136,11 @@ def build_ratio_loss(
         f'(got {normalize!r}).')
   loss = losses.ratio_loss(weighting)
   num_classes = model_spec.num_classes
-  extension = local_training.ClientWorkExtension(
+  plugin = local_training.LocalLoopPlugin(
       initial_broadcast=lambda: np.ones([num_classes], np.float32))
   inner = fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer, loss=loss,
-      extension=extension)
+      plugin=plugin)
   inner_state_type = inner.initialize.type_signature.result.member
 
   @compat.tf_computation(inner_state_type,
@@ -150,3 +180,18 @@ def build_monitored(process: tff.learning.templates.LearningProcess,
   return monitor.build_monitored_process(
       process, model_spec, aux, client_optimizer, local_epochs=local_epochs,
       batch_size=batch_size, threshold=threshold)
+
+
+def _build(model_spec, config, options, context):
+  """Ratio Loss with the composition monitor (002 secs 3.2-3.3)."""
+  check_aux_data(context.aux_data, '--algo=ratio')
+  return build_ratio_loss(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      context.aux_data, local_epochs=config.local_epochs,
+      batch_size=config.batch_size, alpha=options.alpha, beta=options.beta,
+      threshold=config.ratio_threshold, start_round=options.start_round,
+      weighting=options.weighting, normalize=options.normalize)
+
+
+RATIO = method.Method('ratio', _build, RatioOptions,
+                      local_loss=method.LocalLoss.OWN, runs_monitor=True)

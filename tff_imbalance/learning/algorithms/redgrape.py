@@ -2,20 +2,229 @@
 Long-Tailed Learning", TMLR 2024; seeds/004) as a LearningProcess.
 
 FedAvg over a two-stream model (`models.two_stream`) whose clients re-balance
-the classifier W with local balanced data and global gradient prototypes
-(`client_work/redgrape.py`); the prototypes are averaged per class inside the
-client work (`aggregators/class_mean.py`). The process's model weights, what
-the runner evaluates and saves, are the plain model's: P and W, without W_hat
-(eq. 16).
+the classifier W with local balanced data and global gradient prototypes; the
+process's model weights, what the runner evaluates and saves, are the plain
+model's: P and W, without W_hat (eq. 16).
+
+The shared loop (`local_training`) already trains every parameter of the
+two-stream model on the instance-balanced local loss with logits
+z = W^T h + W_hat^T h (eq. 7) and gives W its local gradient g_local
+(eq. 8). RedGrape adds, through a `LocalLoopPlugin` (004 Algorithm 1):
+
+1. before training, the client's local gradient prototypes on the received
+   model (eq. 11): per-class closed-form gradients of W (and b) over all its
+   examples of that class, with logits W^T h + b only, and a presence mask;
+   they are averaged per class over the round's holders inside the client
+   work (`aggregators.class_mean`, eq. 15) and broadcast next round;
+2. the local balanced set D^bal_k: T examples of each class the client holds
+   at least T times (eq. 9), the first T of that class in this round's seeded
+   shuffle of the client's data, so they change across rounds;
+3. at every local step, before the optimizer step, the re-balancing gradient
+   (eq. 12) at the step's own P^{i-1} and W^{i-1} (eq. 9)
+
+     g_bal = (1/C) (sum_{c in L^bal_k} g_bal_c + sum_{c not in L^bal_k} g_pro_c)
+
+   with g_bal_c the closed-form gradient of W on the balanced examples of c
+   and g_pro_c the global prototype (zero for a class nobody has held yet,
+   so in round 1 g_bal is the balanced-set part alone); after the optimizer
+   step, g_bal is rescaled to the norm of g_local, one norm over W's kernel
+   and bias together, and applied as a plain extra step
+   W <- W - eta_l lambda g_bal ||g_local|| / ||g_bal|| (eq. 13).
+
+The features of the balanced set are taken in inference mode (no dropout),
+as W is used at inference (eq. 16).
 """
 
+import collections
+import dataclasses
+
+import tensorflow as tf
+
 from tff_imbalance import compat
+from tff_imbalance import losses
+from tff_imbalance.learning import classifier_gradients
+from tff_imbalance.learning import method
+from tff_imbalance.learning import options as options_lib
+from tff_imbalance.learning.aggregators import class_mean
 from tff_imbalance.learning.algorithms import fedavg_family
-from tff_imbalance.learning.client_work import redgrape as redgrape_work
+from tff_imbalance.learning.client_work import local_training
+from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
 from tff_imbalance.models import two_stream
 
 tff = compat.tff
+
+
+@dataclasses.dataclass(frozen=True)
+class RedGrapeOptions:
+  """RedGrape's re-balancing (004; appendix C.2 and the reference code)."""
+  FLAG_PREFIX = 'redgrape_'
+  rebalance_strength: float = options_lib.option(
+      0.1, 'RedGrape re-balancing strength lambda >= 0 (004 eq. 13); 0 is '
+      'FedAvg with a two-stream head.', flag='redgrape_lambda')
+  threshold: int = options_lib.option(
+      8, 'RedGrape T >= 1: a class enters the local balanced set with T '
+      'random samples when the client holds at least T (004 eq. 9).')
+
+  def __post_init__(self):
+    options_lib.require(self, 'rebalance_strength',
+                        self.rebalance_strength >= 0, '>= 0')
+    options_lib.require(self, 'threshold', self.threshold >= 1, '>= 1')
+
+
+def select_balanced_set(dataset: tf.data.Dataset, num_classes: int,
+                        threshold: int, local_epochs: int,
+                        input_shape) -> collections.OrderedDict:
+  """The local balanced set D^bal_k of eq. 9, in one pass over `dataset`.
+
+  Args:
+    dataset: the client's batched round dataset ('x', 'y'), i.e. its data
+      shuffled (seeded per round) and repeated `local_epochs` times.
+    num_classes: C.
+    threshold: T.
+    local_epochs: how many times `dataset` repeats the client's data.
+    input_shape: the shape of one example.
+
+  Returns:
+    `OrderedDict(x=[C*T, ...], y=[C*T] int64, eligible=[C] float32)`: slot
+    c*T + i holds the i-th example of class c in the dataset's order;
+    `eligible[c]` = 1.0 where the client holds at least T examples of c (its
+    slots are then T distinct examples from the first pass over the data).
+  """
+  x_slots = tf.zeros([num_classes * threshold, *input_shape], tf.float32)
+  seen = tf.zeros([num_classes], tf.int32)
+  for batch in iter(dataset):
+    labels = tf.cast(batch['y'], tf.int32)
+    member = tf.one_hot(labels, num_classes, dtype=tf.int32)
+    earlier_in_batch = tf.reduce_sum(
+        tf.cumsum(member, axis=0, exclusive=True) * member, axis=1)
+    rank = tf.gather(seen, labels) + earlier_in_batch
+    keep = rank < threshold
+    slots = tf.boolean_mask(labels * threshold + rank, keep)
+    x_slots = tf.tensor_scatter_nd_update(
+        x_slots, slots[:, None], tf.boolean_mask(batch['x'], keep))
+    seen += tf.reduce_sum(member, axis=0)
+  return collections.OrderedDict(
+      x=x_slots,
+      y=tf.repeat(tf.range(num_classes, dtype=tf.int64), threshold),
+      eligible=tf.cast(seen >= threshold * local_epochs, tf.float32))
+
+
+def rebalancing_gradients(local: collections.OrderedDict,
+                          eligible: tf.Tensor,
+                          prototypes: collections.OrderedDict,
+                          num_classes: int) -> collections.OrderedDict:
+  """Eq. 12: balanced-set gradients where held, global prototypes elsewhere.
+
+  Args:
+    local: per-class gradient values on the balanced set
+      (`OrderedDict(kernel=[C, d, C], bias=[C, C])`).
+    eligible: [C] 1.0 for the classes of L^bal_k.
+    prototypes: the broadcast global prototypes (`values` and `mask`).
+    num_classes: C, the size of the whole label set L.
+
+  Returns:
+    `OrderedDict(kernel=[d, C], bias=[C])`, g_bal.
+  """
+  from_prototypes = prototypes[class_mean.MASK] * (1.0 - eligible)
+  return tf.nest.map_structure(
+      lambda real, proto: (tf.tensordot(eligible, real, 1) + tf.tensordot(
+          from_prototypes, proto, 1)) / num_classes, local,
+      prototypes[class_mean.VALUES])
+
+
+def _norm_matched(g_bal, g_local):
+  """Eq. 13: g_bal rescaled to the norm of the local gradient.
+
+  W is one parameter vector in eq. 13 (the paper omits the bias, footnote
+  5), so with a bias both norms run over kernel and bias together: one
+  ratio for the whole classifier, which keeps the direction of g_bal.
+
+  Args:
+    g_bal: the re-balancing gradient (a tensor or a structure of them).
+    g_local: the local batch gradient, of the same structure.
+
+  Returns:
+    g_bal * ||g_local|| / ||g_bal|| (zero where g_bal is zero).
+  """
+  ratio = tf.math.divide_no_nan(
+      tf.linalg.global_norm(tf.nest.flatten(g_local)),
+      tf.linalg.global_norm(tf.nest.flatten(g_bal)))
+  return tf.nest.map_structure(lambda g: g * ratio, g_bal)
+
+
+def build_plugin(
+    plain_spec: spec_lib.ModelSpec, *, learning_rate: float,
+    rebalance_strength: float, threshold: int, local_epochs: int,
+    loss: losses.PerExampleLoss = losses.cross_entropy,
+) -> local_training.LocalLoopPlugin:
+  """RedGrape's additions to the shared local loop (see module docstring).
+
+  Args:
+    plain_spec: the inference model (features and W); the loop trains its
+      two-stream version.
+    learning_rate: the local learning rate eta_l of eq. 13.
+    rebalance_strength: lambda >= 0 (eq. 13).
+    threshold: T >= 1 (eq. 9).
+    local_epochs: how many times each client's round dataset repeats its data.
+    loss: the local per-example loss of eq. 7 (the loop's own loss).
+
+  Returns:
+    A `LocalLoopPlugin` whose broadcast state is the global prototypes.
+  """
+  num_classes = plain_spec.num_classes
+  feature_dim = builders.feature_dim(plain_spec.build_keras())
+
+  def prepare(client):
+    # Eq. 11 needs only the received model; the balanced set only labels.
+    return local_training.Preparation(
+        report=classifier_gradients.model_class_gradients(
+            client.model, client.train, num_classes),
+        context=collections.OrderedDict(
+            prototypes=client.broadcast,
+            balanced=select_balanced_set(client.train, num_classes,
+                                         threshold, local_epochs,
+                                         plain_spec.input_shape)))
+
+  def batch_loss(model, batch, context, examples_seen):
+    """The step's loss, and its g_bal for `rebalance` after the step."""
+    del examples_seen  # Unused.
+    # Eq. 9 at the step's own P^{i-1} and W^{i-1}, as g_local (eq. 8).
+    balanced = context['balanced']
+    classifier = builders.classifier_layer(model)
+    features = builders.feature_extractor(model)(balanced['x'],
+                                                 training=False)
+    real = classifier_gradients.class_mean_gradients(
+        tf.stop_gradient(features), balanced['y'], classifier.kernel,
+        classifier.bias, num_classes)[class_mean.VALUES]
+    g_bal = rebalancing_gradients(real, balanced['eligible'],
+                                  context['prototypes'], num_classes)
+    logits = model(batch['x'], training=True)
+    return loss(batch['y'], logits, context['prototypes']), logits, g_bal
+
+  def rebalance(model, gradients, context, g_bal):
+    del context  # Used before the step, in `batch_loss`.
+    classifier = builders.classifier_layer(model)
+    position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
+    g_local = collections.OrderedDict(
+        kernel=gradients[position[classifier.kernel.ref()]],
+        bias=gradients[position[classifier.bias.ref()]])
+    # Round 1 too: eq. 12 then has the balanced-set part alone (no class has
+    # a prototype yet), which the norm matching scales like any other g_bal.
+    step = _norm_matched(g_bal, g_local)
+    for name, variable in (('kernel', classifier.kernel),
+                           ('bias', classifier.bias)):
+      variable.assign_sub(learning_rate * rebalance_strength * step[name])
+
+  return local_training.LocalLoopPlugin(
+      initial_broadcast=lambda: classifier_gradients.zero_prototypes(
+          feature_dim, num_classes),
+      prepare=prepare,
+      batch_loss=batch_loss,
+      after_step=rebalance,
+      report_factory=class_mean.FieldFactory('extension',
+                                             class_mean.ClassMeanFactory()),
+      update_broadcast=lambda broadcast, global_prototypes: global_prototypes)
 
 
 def with_plain_model_weights(
@@ -115,11 +324,24 @@ def build_redgrape(
     plain model's.
   """
   two_stream_spec = two_stream.TwoStreamSpec.of(model_spec)
-  extension = redgrape_work.build_redgrape_extension(
+  plugin = build_plugin(
       model_spec, learning_rate=learning_rate,
       rebalance_strength=rebalance_strength, threshold=threshold,
       local_epochs=local_epochs)
   process = fedavg_family.build_local_training_process(
-      two_stream_spec, client_optimizer, server_optimizer,
-      extension=extension)
+      two_stream_spec, client_optimizer, server_optimizer, plugin=plugin)
   return with_plain_model_weights(process, two_stream_spec)
+
+
+def _build(model_spec, config, options, context):
+  """RedGrape (004): two-stream head, classifier re-balancing (Alg. 1)."""
+  del context  # Unused.
+  return build_redgrape(
+      model_spec, config.client_optimizer(), config.server_sgd(),
+      learning_rate=config.client_lr,
+      rebalance_strength=options.rebalance_strength,
+      threshold=options.threshold, local_epochs=config.local_epochs)
+
+
+REDGRAPE = method.Method('redgrape', _build, RedGrapeOptions,
+                         local_loss=method.LocalLoss.OWN)

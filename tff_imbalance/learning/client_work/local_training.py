@@ -3,19 +3,23 @@
 Written once, parameterised by what algorithms change (TFF's own pattern in
 `learning/templates/model_delta_client_work.py`):
 
-* a per-example loss `loss(labels, logits, broadcast) -> [B]` (see `losses`);
+* a per-example loss `loss(labels, logits, context) -> [B]` (see `losses`);
 * an optional proximal strength mu (FedProx, Li et al. 2020, eq. 2): the local
   objective is F_k(w) + mu/2 ||w - w^t||^2, so mu (w - w^t) is ADDED to every
   gradient, pulling the client towards the broadcast model w^t;
-* an optional `ClientWorkExtension`: extra server state broadcast to clients
-  each round (class weights, prototypes, priors), an extra per-client report
-  computed on device, aggregated inside this client work by an embedded
-  `tff.templates.AggregationProcess` (pattern A of DESIGN.md, as TFF's MIME
-  does) and folded back into the broadcast state for the next round;
-* for objectives that need more than labels and logits (BalanceFL), the
-  extension may ask for a frozen teacher copy of the received model, a
-  per-client `prepare_training` step (resample the dataset, compute per-client
-  tensors) and a `batch_loss` that replaces the per-example loss in training.
+* an optional `LocalLoopPlugin` of a few hooks: server state broadcast to
+  clients each round (class weights, prototypes, priors, duals); `prepare`,
+  run once on the received model before training, which may change the
+  dataset (resampling), the loss's context (a local prior), report on the
+  received model (prototypes, losses; aggregated inside this client work by
+  an embedded `tff.templates.AggregationProcess`, pattern A of DESIGN.md, as
+  TFF's MIME does, and folded back into the broadcast state for the next
+  round) and rescale the client's aggregation weight; `batch_loss` and
+  `after_step` for objectives that need more than labels and logits
+  (BalanceFL) or a further update after each step (RedGrape), the former
+  passing values of the step to the latter. A plug-in may also need each
+  client's population index, its examples in one pass (CLIMB) or a frozen
+  teacher copy of the received model (BalanceFL).
 
 Every client also reports its label histogram, summed over the round's cohort:
 the true class composition of the round's training data, which the
@@ -23,19 +27,14 @@ composition monitor and the statistics need and which costs nothing.
 
 With `validation_slots=K`, each client's data is `OrderedDict(train=...,
 validation=..., slot=k)` (k its position in the round's cohort of fixed size
-K, as a one-element dataset because TFF's client data must be sequences) and the client also reports its validation loss under the model it
-received and under the model it sends back, as one-hot vectors over the K
-slots; summed over the cohort they become per-slot vectors in the process's
-measurements, which is how psi client selection (Fed-Focal, 000 eqs. 7-13)
-learns which clients improved, computed inside the TFF computation.
+K, as a one-element dataset because TFF's client data must be sequences) and
+the client also reports its validation loss under the model it received and
+under the model it sends back, as one-hot vectors over the K slots; summed
+over the cohort they become per-slot vectors in the process's measurements,
+which is how psi client selection (Fed-Focal, 000 eqs. 7-13) learns which
+clients improved, computed inside the TFF computation.
 `build_cohort_validation_loss` evaluates the same loss under the new global
 model on last round's cohort (psi's default "global" reading).
-
-An extension may also localise the broadcast on each client before training
-(Balanced Softmax's local prior from the client's own counts), ask for each
-client's population index with its data (CLIMB's per-client duals: the index
-selects the client's dual and the slot of its report), report on the received
-model before training, and rescale the client's aggregation weight.
 
 The local loop iterates `for batch in iter(dataset)` inside a `tf.function`
 (TFF's DATASET_ITERATOR loop), measured ~1.7x faster than `dataset.reduce` on
@@ -57,78 +56,102 @@ from tff_imbalance.models import spec as spec_lib
 tff = compat.tff
 
 
+# What a plug-in may ask the loop for besides the client's training data,
+# named in `LocalLoopPlugin.needs`. The first two are fields of the client's
+# data (the runner supplies them when the process's client data type asks).
+CLIENT_INDEX = 'client_index'  # the client's population index k (int32)
+EVALUATION = 'evaluation'  # its training examples in one pass
+TEACHER = 'teacher'  # a frozen copy of the model it received
+_DATA_NEEDS = (EVALUATION, CLIENT_INDEX)  # In the client data type's order.
+
+
 @dataclasses.dataclass(frozen=True)
-class ClientWorkExtension:
-  """What an algorithm adds to local training beyond a loss.
+class Client:
+  """One client at the start of its local training, as `prepare` sees it.
 
   Attributes:
-    initial_broadcast: no-arg callable returning the initial extra server state
-      (a structure of numpy arrays) that is broadcast to every client.
-    client_report: optional `(model, dataset, broadcast) -> structure of
-      tensors`, run on each client after local training with the trained Keras
-      model; its result is aggregated over the round's clients.
-    report_factory: the unweighted aggregation factory for the reports
+    model: the Keras model the loop trains, holding the received weights.
+    train: the client's round dataset ('x', 'y' batches).
+    broadcast: the plug-in's server state, as broadcast this round.
+    teacher: a frozen copy of the received model (with `TEACHER`), or None.
+    client_index: the client's population index (with `CLIENT_INDEX`).
+    evaluation: its examples in one pass (with `EVALUATION`).
+  """
+  model: tf.keras.Model
+  train: tf.data.Dataset
+  broadcast: Any
+  teacher: Optional[tf.keras.Model] = None
+  client_index: Optional[tf.Tensor] = None
+  evaluation: Optional[tf.data.Dataset] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Preparation:
+  """What `prepare` hands the loop; a field left None keeps the default.
+
+  Attributes:
+    train: the dataset to train on (default: the client's; e.g. resampled).
+    context: what the per-example loss receives as its state and `batch_loss`
+      and `after_step` read (default: the broadcast; e.g. a prior from the
+      client's own counts, per-client tensors, the teacher).
+    label_counts: the client's true [C] int64 label counts, reported instead
+      of the counts of the batches it trained on (default: those).
+    report: the client's report on the received model, aggregated over the
+      round's clients by the plug-in's `report_factory` (default: none).
+    weight_scale: a factor on the client's aggregation weight, its example
+      count (default: 1).
+  """
+  train: Optional[tf.data.Dataset] = None
+  context: Any = None
+  label_counts: Optional[tf.Tensor] = None
+  report: Any = None
+  weight_scale: Optional[tf.Tensor] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalLoopPlugin:
+  """What a method adds to the shared local loop beyond a loss.
+
+  A round on a client runs: `prepare` (once, on the received model), the
+  local epochs (each step: `batch_loss` or the per-example loss, the
+  optimizer step, `after_step`), the model delta; on the server, the
+  reports' aggregation (`report_factory`) and `update_broadcast`.
+
+  Attributes:
+    initial_broadcast: no-arg callable returning the initial server state (a
+      structure of numpy arrays) that is broadcast to every client.
+    needs: what the loop supplies besides the training data: any of
+      `CLIENT_INDEX`, `EVALUATION` (then in `Client`) and `TEACHER`.
+    prepare: optional `(Client) -> Preparation`, run on each client before
+      local training, with the received weights.
+    batch_loss: optional `(model, batch, context, examples_seen) ->
+      (per-example loss [B], logits [B, C], step_values)`, replacing
+      `loss(batch['y'], model(batch['x']), context)` in training where the
+      objective needs more than labels and logits; `examples_seen` (int64,
+      examples before this batch) makes per-step stateless randomness
+      distinct; `step_values` (any structure, e.g. a gradient taken before
+      the step) goes to this step's `after_step`. Validation still uses the
+      loss.
+    after_step: optional `(model, gradients, context, step_values) -> None`,
+      run after every optimizer step with the gradients it applied (aligned
+      with `model.trainable_variables`): a further update of some variables.
+    report_factory: the unweighted aggregation factory of the reports
       (default: sum).
     update_broadcast: optional TF function `(broadcast, aggregated_report) ->
       new broadcast`, run on the server after aggregation.
-    localize_broadcast: optional `(broadcast, dataset) -> client broadcast`,
-      run on each client before local training: what the loss and the report
-      then see (e.g. a prior from the client's own label counts).
-    with_client_index: whether each client's data also carries its index k in
-      the population (`OrderedDict(train=..., client_index=...)`, a
-      one-element int32 dataset; the runner supplies it when the process's
-      client data type asks for it); `client_report` and `update_weight` then
-      get `client_index=k` as a keyword argument.
-    report_before_training: run `client_report` on the received model before
-      local training instead of on the trained model after it.
-    with_evaluation: whether each client's data also carries `evaluation`
-      (its training examples in one pass, `federated.EVALUATION`; the runner
-      then passes every client of the population, those outside the cohort
-      with an empty `train`); `client_report` then gets that dataset instead
-      of the training one (CLIMB's f_k(w^t) on every client).
-    update_weight: optional `(weight, broadcast[, client_index]) -> weight`
-      rescaling the client's aggregation weight (its example count, or 0
-      for a non-finite update).
-    with_teacher: whether each client also builds a frozen copy of the model
-      it received (a teacher, e.g. BalanceFL's knowledge inheritance); the two
-      hooks below get it as `teacher` (None otherwise).
-    prepare_training: optional `(model, teacher, dataset, broadcast[,
-      client_index]) -> (dataset, label_counts, context)`, run on each client
-      after `localize_broadcast` with the received weights: the dataset to
-      train on (e.g. class-balanced resampling), the client's true [C] int64
-      label counts (reported instead of the counts of the resampled batches)
-      and per-client tensors `batch_loss` reads (e.g. a feature covariance).
-    batch_loss: optional `(model, teacher, batch, broadcast, context,
-      examples_seen) -> (per-example loss [B], logits [B, C])`, replacing
-      `loss(batch['y'], model(batch['x']), broadcast)` in local training when
-      the objective needs more than labels and logits (teacher outputs,
-      features); `examples_seen` (int64, examples before this batch) makes
-      per-step stateless randomness distinct. Validation losses still use
-      `loss`.
-    after_step: optional `(model, gradients, broadcast, context) -> None`,
-      run after every local optimizer step with the gradients that step
-      applied (aligned with `model.trainable_variables`): a further update of
-      some variables (e.g. RedGrape's classifier re-balancing step, 004
-      eq. 13).
   """
   initial_broadcast: Callable[[], Any]
-  client_report: Optional[Callable[..., Any]] = None
+  needs: frozenset[str] = frozenset()
+  prepare: Optional[Callable[[Client], Preparation]] = None
+  batch_loss: Optional[Callable[..., tuple[Any, Any, Any]]] = None
+  after_step: Optional[Callable[..., None]] = None
   report_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None
   update_broadcast: Optional[Callable[[Any, Any], Any]] = None
-  localize_broadcast: Optional[Callable[[Any, tf.data.Dataset], Any]] = None
-  with_client_index: bool = False
-  report_before_training: bool = False
-  with_evaluation: bool = False
-  update_weight: Optional[Callable[..., tf.Tensor]] = None
-  with_teacher: bool = False
-  prepare_training: Optional[Callable[..., Any]] = None
-  batch_loss: Optional[Callable[..., Any]] = None
-  after_step: Optional[Callable[..., None]] = None
 
 
-def _no_extension() -> ClientWorkExtension:
+def _no_plugin() -> LocalLoopPlugin:
   # A scalar placeholder keeps every TFF type non-empty.
-  return ClientWorkExtension(initial_broadcast=lambda: np.zeros([], np.float32))
+  return LocalLoopPlugin(initial_broadcast=lambda: np.zeros([], np.float32))
 
 
 def _one_element(dataset: tf.data.Dataset) -> tf.Tensor:
@@ -148,79 +171,54 @@ def evaluate_mean_loss(model: tf.keras.Model, loss: losses.PerExampleLoss,
   return tf.math.divide_no_nan(total, count)
 
 
-def _build_local_update(model: tf.keras.Model,
-                        optimizer: tff.learning.optimizers.Optimizer,
-                        loss: losses.PerExampleLoss, proximal_strength: float,
-                        num_classes: int,
-                        extension: ClientWorkExtension,
-                        validation_slots: Optional[int],
-                        teacher: Optional[tf.keras.Model] = None):
-  """The client's tf.function: local epochs over `dataset`, then the report."""
-  model_weights = tff.learning.models.ModelWeights.from_model(model)
-  teacher_weights = (None if teacher is None else
-                     tff.learning.models.ModelWeights.from_model(teacher))
+def _prepare(plugin: LocalLoopPlugin, client: Client) -> Preparation:
+  """The plug-in's preparation with every default filled in."""
+  prepared = (Preparation() if plugin.prepare is None else
+              plugin.prepare(client))
+  return dataclasses.replace(
+      prepared,
+      train=client.train if prepared.train is None else prepared.train,
+      context=(client.broadcast if prepared.context is None else
+               prepared.context))
 
-  def mean_loss(dataset, broadcast):
-    return evaluate_mean_loss(model, loss, dataset, broadcast)
 
-  @tf.function
-  def local_update(initial_weights, data, broadcast):
-    tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
-                          initial_weights)
-    if teacher_weights is not None:
-      tf.nest.map_structure(lambda v, t: v.assign(t), teacher_weights,
-                            initial_weights)
-    structured = (bool(validation_slots) or extension.with_client_index or
-                  extension.with_evaluation)
-    dataset = data['train'] if structured else data
-    report_dataset = (data['evaluation'] if extension.with_evaluation else
-                      dataset)
-    index_kwargs = {}
-    if extension.with_client_index:
-      index_kwargs['client_index'] = _one_element(data['client_index'])
-    if extension.localize_broadcast is not None:
-      broadcast = extension.localize_broadcast(broadcast, dataset)
-    if validation_slots:
-      slot = tf.one_hot(_one_element(data['slot']), validation_slots,
-                        dtype=tf.float32)
-      validation_loss_before = mean_loss(data['validation'], broadcast)
-    if extension.client_report is not None and extension.report_before_training:
-      extension_report = extension.client_report(model, report_dataset,
-                                                 broadcast,
-                                                 **index_kwargs)
-    train_dataset, true_label_counts, context = dataset, None, ()
-    if extension.prepare_training is not None:
-      train_dataset, true_label_counts, context = extension.prepare_training(
-          model, teacher, dataset, broadcast, **index_kwargs)
-    trainable = tuple(model_weights.trainable)
-    anchor = tuple(tf.identity(t) for t in initial_weights.trainable)
+def _build_training(model: tf.keras.Model,
+                    optimizer: tff.learning.optimizers.Optimizer,
+                    loss: losses.PerExampleLoss, proximal_strength: float,
+                    num_classes: int, plugin: LocalLoopPlugin):
+  """The local epochs: `train(anchor, preparation) -> (train sums, label
+  counts)`, for use inside the client's `tf.function`."""
+  trainable = tuple(model.trainable_variables)
+
+  def step_loss(batch, context, examples_seen):
+    if plugin.batch_loss is not None:
+      return plugin.batch_loss(model, batch, context, examples_seen)
+    logits = model(batch['x'], training=True)
+    return loss(batch['y'], logits, context), logits, ()
+
+  def train(anchor, preparation):
     optimizer_state = optimizer.initialize(
         tuple(tf.TensorSpec(v.shape, v.dtype) for v in trainable))
     loss_sum = tf.constant(0.0, tf.float32)
     num_correct = tf.constant(0, tf.int64)
     num_examples = tf.constant(0, tf.int64)
     label_counts = tf.zeros([num_classes], tf.int64)
-    for batch in iter(train_dataset):
+    for batch in iter(preparation.train):
       with tf.GradientTape() as tape:
-        if extension.batch_loss is None:
-          logits = model(batch['x'], training=True)
-          per_example_loss = loss(batch['y'], logits, broadcast)
-        else:
-          per_example_loss, logits = extension.batch_loss(
-              model, teacher, batch, broadcast, context, num_examples)
+        per_example_loss, logits, step_values = step_loss(
+            batch, preparation.context, num_examples)
         batch_loss = tf.reduce_mean(per_example_loss)
       gradients = tape.gradient(batch_loss, trainable)
       if proximal_strength:
-        gradients = tuple(
-            g + proximal_strength * (w - w0)
-            for g, w, w0 in zip(gradients, trainable, anchor))
+        gradients = tuple(g + proximal_strength * (w - w0)
+                          for g, w, w0 in zip(gradients, trainable, anchor))
       optimizer_state, new_weights = optimizer.next(
           optimizer_state, tuple(tf.identity(v) for v in trainable),
           gradients)
       for variable, value in zip(trainable, new_weights):
         variable.assign(value)
-      if extension.after_step is not None:
-        extension.after_step(model, gradients, broadcast, context)
+      if plugin.after_step is not None:
+        plugin.after_step(model, gradients, preparation.context, step_values)
       batch_size = tf.shape(batch['y'], out_type=tf.int64)[0]
       loss_sum += batch_loss * tf.cast(batch_size, tf.float32)
       predictions = tf.argmax(logits, axis=-1, output_type=tf.int64)
@@ -229,34 +227,76 @@ def _build_local_update(model: tf.keras.Model,
       num_examples += batch_size
       label_counts += tf.reduce_sum(
           tf.one_hot(batch['y'], num_classes, dtype=tf.int64), axis=0)
-    if true_label_counts is not None:
-      label_counts = true_label_counts
-
-    delta = tf.nest.map_structure(tf.subtract, list(initial_weights.trainable),
-                                  list(model_weights.trainable))
-    finite = tf.reduce_all(
-        [tf.reduce_all(tf.math.is_finite(d)) for d in delta])
-    delta = tf.nest.map_structure(
-        lambda d: tf.where(finite, d, tf.zeros_like(d)), delta)
-    update_weight = tf.where(finite, tf.cast(num_examples, tf.float32), 0.0)
-    if extension.update_weight is not None:
-      update_weight = extension.update_weight(update_weight, broadcast,
-                                              **index_kwargs)
+    if preparation.label_counts is not None:
+      label_counts = preparation.label_counts
     train_sums = collections.OrderedDict(
         loss_sum=loss_sum, num_correct=num_correct, num_examples=num_examples)
+    return train_sums, label_counts
+
+  return train
+
+
+def _client_result(initial_weights, model_weights, num_examples,
+                   weight_scale) -> tff.learning.templates.ClientResult:
+  """The delta w^t - w_k, zeroed with weight 0 when it is not finite."""
+  delta = tf.nest.map_structure(tf.subtract, list(initial_weights.trainable),
+                                list(model_weights.trainable))
+  finite = tf.reduce_all(
+      [tf.reduce_all(tf.math.is_finite(d)) for d in delta])
+  delta = tf.nest.map_structure(
+      lambda d: tf.where(finite, d, tf.zeros_like(d)), delta)
+  update_weight = tf.where(finite, tf.cast(num_examples, tf.float32), 0.0)
+  if weight_scale is not None:
+    update_weight = update_weight * weight_scale
+  return tff.learning.templates.ClientResult(update=delta,
+                                             update_weight=update_weight)
+
+
+def _build_local_update(model: tf.keras.Model,
+                        optimizer: tff.learning.optimizers.Optimizer,
+                        loss: losses.PerExampleLoss, proximal_strength: float,
+                        num_classes: int,
+                        plugin: LocalLoopPlugin,
+                        validation_slots: Optional[int],
+                        teacher: Optional[tf.keras.Model] = None):
+  """The client's tf.function: prepare, local epochs, delta and report."""
+  models = [model] + ([] if teacher is None else [teacher])
+  weights = [tff.learning.models.ModelWeights.from_model(m) for m in models]
+  train = _build_training(model, optimizer, loss, proximal_strength,
+                          num_classes, plugin)
+  structured = bool(validation_slots) or bool(set(_DATA_NEEDS) & plugin.needs)
+
+  def slot_loss(data, context):
+    slot = tf.one_hot(_one_element(data['slot']), validation_slots,
+                      dtype=tf.float32)
+    return slot * evaluate_mean_loss(model, loss, data['validation'], context)
+
+  @tf.function
+  def local_update(initial_weights, data, broadcast):
+    for model_weights in weights:
+      tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
+                            initial_weights)
+    client = Client(
+        model=model, train=data['train'] if structured else data,
+        broadcast=broadcast, teacher=teacher,
+        client_index=(_one_element(data[CLIENT_INDEX])
+                      if CLIENT_INDEX in plugin.needs else None),
+        evaluation=data[EVALUATION] if EVALUATION in plugin.needs else None)
+    preparation = _prepare(plugin, client)
+    if validation_slots:
+      validation_loss_before = slot_loss(data, preparation.context)
+    train_sums, label_counts = train(
+        tuple(tf.identity(t) for t in initial_weights.trainable), preparation)
     report = collections.OrderedDict(label_counts=label_counts)
     if validation_slots:
-      report['validation_loss_before'] = slot * validation_loss_before
-      report['validation_loss_after'] = slot * mean_loss(data['validation'],
-                                                         broadcast)
-    if extension.client_report is not None:
-      if not extension.report_before_training:
-        extension_report = extension.client_report(model, report_dataset,
-                                                   broadcast,
-                                                   **index_kwargs)
-      report['extension'] = extension_report
-    return (tff.learning.templates.ClientResult(
-        update=delta, update_weight=update_weight), train_sums, report)
+      report['validation_loss_before'] = validation_loss_before
+      report['validation_loss_after'] = slot_loss(data, preparation.context)
+    if preparation.report is not None:
+      report['extension'] = preparation.report
+    client_result = _client_result(initial_weights, weights[0],
+                                   train_sums['num_examples'],
+                                   preparation.weight_scale)
+    return client_result, train_sums, report
 
   return local_update
 
@@ -343,7 +383,7 @@ def build_local_trainer(model: tf.keras.Model,
     `tf.function`.
   """
   local_update = _build_local_update(model, optimizer, loss, 0.0, num_classes,
-                                     _no_extension(), None)
+                                     _no_plugin(), None)
 
   def train(initial_weights, dataset):
     client_result, _, _ = local_update(initial_weights, dataset,
@@ -353,13 +393,30 @@ def build_local_trainer(model: tf.keras.Model,
   return train
 
 
+def _client_data_type(model_spec: spec_lib.ModelSpec, plugin: LocalLoopPlugin,
+                      validation_slots: Optional[int]) -> tff.Type:
+  """A sequence of batches, or `OrderedDict(train, ...)` with what the
+  validation slots and the plug-in's `needs` add."""
+  data_type = tff.SequenceType(compat.tensorflow_to_type(model_spec.batch_spec))
+  index_type = tff.SequenceType(tff.TensorType(np.int32))
+  data_fields = [('train', data_type)]
+  if validation_slots:
+    data_fields += [('validation', data_type), ('slot', index_type)]
+  field_types = {EVALUATION: data_type, CLIENT_INDEX: index_type}
+  data_fields += [(need, field_types[need]) for need in _DATA_NEEDS
+                  if need in plugin.needs]
+  if len(data_fields) == 1:
+    return data_type
+  return tff.StructWithPythonType(data_fields, collections.OrderedDict)
+
+
 def build_local_training_client_work(
     model_spec: spec_lib.ModelSpec,
     client_optimizer: tff.learning.optimizers.Optimizer,
     *,
     loss: losses.PerExampleLoss = losses.cross_entropy,
     proximal_strength: float = 0.0,
-    extension: Optional[ClientWorkExtension] = None,
+    plugin: Optional[LocalLoopPlugin] = None,
     validation_slots: Optional[int] = None,
 ) -> tff.learning.templates.ClientWorkProcess:
   """Builds the shared local-training `ClientWorkProcess`.
@@ -367,53 +424,45 @@ def build_local_training_client_work(
   Args:
     model_spec: the model to train.
     client_optimizer: a `tff.learning.optimizers.Optimizer` for local steps.
-    loss: the per-example loss, given the extension's broadcast state.
+    loss: the per-example loss, given the plug-in's context (the broadcast
+      by default).
     proximal_strength: FedProx's mu >= 0; 0 is plain local SGD.
-    extension: extra broadcast state and client reports; None for none.
+    plugin: the method's additions to the loop; None for none.
     validation_slots: the fixed cohort size K when clients should report
       their validation loss before and after training per slot (see the
       module docstring); None for plain training datasets.
 
   Returns:
     A `ClientWorkProcess` whose state is `OrderedDict(broadcast, report)`
-    (the extension's server state and its report aggregator's state) and whose
+    (the plug-in's server state and its report aggregator's state) and whose
     measurements are `OrderedDict(train=OrderedDict(loss, accuracy,
-    num_examples), round_label_counts=int64 [C], extension_report=...)`.
+    num_examples), round_report=OrderedDict(label_counts=int64 [C],
+    [validation_loss_before, validation_loss_after,] [extension])`.
   """
   if proximal_strength < 0:
     raise ValueError(f'proximal_strength must be >= 0, got {proximal_strength}')
-  extension = extension or _no_extension()
+  plugin = plugin or _no_plugin()
   weights_type = model_spec.weights_type()
-  data_type = tff.SequenceType(compat.tensorflow_to_type(model_spec.batch_spec))
-  index_type = tff.SequenceType(tff.TensorType(np.int32))
-  data_fields = [('train', data_type)]
-  if validation_slots:
-    data_fields += [('validation', data_type), ('slot', index_type)]
-  if extension.with_evaluation:
-    data_fields.append(('evaluation', data_type))
-  if extension.with_client_index:
-    data_fields.append(('client_index', index_type))
-  if len(data_fields) > 1:
-    data_type = tff.StructWithPythonType(data_fields, collections.OrderedDict)
+  data_type = _client_data_type(model_spec, plugin, validation_slots)
 
   @compat.tf_computation
   def initial_broadcast():
-    return tf.nest.map_structure(tf.constant, extension.initial_broadcast())
+    return tf.nest.map_structure(tf.constant, plugin.initial_broadcast())
 
   broadcast_type = initial_broadcast.type_signature.result
 
   @compat.tf_computation(broadcast_type, weights_type, data_type)
   def client_update(broadcast, initial_weights, dataset):
-    teacher = model_spec.build_keras() if extension.with_teacher else None
+    teacher = model_spec.build_keras() if TEACHER in plugin.needs else None
     local_update = _build_local_update(
         model_spec.build_keras(), client_optimizer, loss, proximal_strength,
-        model_spec.num_classes, extension, validation_slots, teacher=teacher)
+        model_spec.num_classes, plugin, validation_slots, teacher=teacher)
     return local_update(initial_weights, dataset, broadcast)
 
   client_result_type, train_sums_type, report_type = (
       client_update.type_signature.result)
   del client_result_type
-  report_factory = extension.report_factory or tff.aggregators.SumFactory()
+  report_factory = plugin.report_factory or tff.aggregators.SumFactory()
   report_process = report_factory.create(report_type)
 
   @compat.tf_computation(train_sums_type)
@@ -431,9 +480,9 @@ def build_local_training_client_work(
 
   @compat.tf_computation(broadcast_type, aggregated_report_type.member)
   def update_broadcast(broadcast, aggregated_report):
-    if extension.update_broadcast is None:
+    if plugin.update_broadcast is None:
       return broadcast
-    return extension.update_broadcast(broadcast,
+    return plugin.update_broadcast(broadcast,
                                       aggregated_report.get('extension'))
 
   @compat.federated_computation
