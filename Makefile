@@ -1,15 +1,18 @@
 # The two commands of the README. Each creates or reuses .venv by itself.
 PYTHON ?= python3
 VENV := .venv
-STAMP := $(VENV)/.installed-$(shell sha1sum requirements.txt | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: demo test venv clean gpu
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+# The lock, then the project itself, editable (import tff_imbalance and the
+# tff-imbalance-* commands from any directory), with the lock's setuptools.
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --no-deps -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

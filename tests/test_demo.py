@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks import demo
+from tff_imbalance.tasks import demo
 
 
 def _fake_run(directory, per_class, counts, balanced):

@@ -106,8 +106,8 @@ def test_mlp_custom_hidden_and_logistic_regression():
 def test_unknown_model_name():
   with pytest.raises(errors.UserInputError) as e:
     builders.build_model('x', MNIST_SHAPE, 10, seed=0)
-  assert str(e.value) == (
-      "--model must be one of cnn, cnn_dropout, mlp (got 'x')")
+  assert str(e.value).startswith(
+      "model name (--model) must be one of cnn, cnn_dropout, mlp (got 'x')")
 
 
 @pytest.mark.parametrize('kwargs', [
@@ -126,3 +126,76 @@ def test_model_without_classifier_is_rejected():
   model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, name='head')(inputs))
   with pytest.raises(errors.UserInputError, match='classifier'):
     builders.feature_extractor(model)
+
+
+# A user's own Keras model (spec.ModelSpec.from_keras).
+
+
+def _user_mlp(head_name='classifier', activation=None, model_name='mlp'):
+  """A factory of a small 2-layer MLP that is not ours (named 'mlp' on
+  purpose: it must never be replaced by `builders.build_mlp`)."""
+
+  def build():
+    inputs = tf.keras.Input(shape=(6,))
+    hidden = tf.keras.layers.Dense(
+        5, activation='relu',
+        kernel_initializer=tf.keras.initializers.GlorotNormal(seed=1))(inputs)
+    logits = tf.keras.layers.Dense(3, activation=activation, name=head_name)(
+        hidden)
+    return tf.keras.Model(inputs, logits, name=model_name)
+
+  return build
+
+
+def test_user_model_spec_reads_shape_and_classes_and_keeps_the_model():
+  from tff_imbalance.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  model_spec = spec_lib.ModelSpec.from_keras(_user_mlp())
+  assert model_spec.input_shape == (6,)
+  assert model_spec.num_classes == 3
+  model = model_spec.build_keras()
+  # Ours would be 200-200 wide: the user's 6-5-3 MLP is what is built.
+  assert model.count_params() == 6 * 5 + 5 + 5 * 3 + 3
+  assert builders.feature_dim(model) == 5
+  assert spec_lib.as_model_spec(model_spec) is model_spec
+
+
+def test_user_classifier_name_is_found_through_the_mark():
+  from tff_imbalance.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  model_spec = spec_lib.as_model_spec(_user_mlp('head'),
+                                      classifier_layer='head')
+  model = model_spec.build_keras()
+  assert builders.classifier_layer(model).name == 'head'
+  x = np.ones([2, 6], np.float32)
+  head = builders.classifier_layer(model)
+  np.testing.assert_allclose(
+      head(builders.feature_extractor(model)(x)).numpy(), model(x).numpy(),
+      rtol=1e-6)
+
+
+@pytest.mark.parametrize('factory, classifier_layer, message', [
+    (_user_mlp('head'), 'classifier',
+     "last layer must be a Dense layer named 'classifier'.*got a Dense "
+     "layer 'head'.*classifier_layer=NAME"),
+    (_user_mlp(activation='softmax'), 'classifier',
+     "without activation.*with activation 'softmax'"),
+    (_user_mlp()(), 'classifier', 'not the model'),
+    (lambda: 'not a model', 'classifier', 'must return a tf.keras.Model'),
+])
+def test_user_model_errors_name_the_fix(factory, classifier_layer, message):
+  from tff_imbalance.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.UserInputError, match=message):
+    spec_lib.as_model_spec(factory, classifier_layer=classifier_layer)
+
+
+def test_two_stream_spec_extends_the_given_spec_not_its_name():
+  from tff_imbalance.models import spec as spec_lib  # pylint: disable=g-import-not-at-top
+  from tff_imbalance.models import two_stream  # pylint: disable=g-import-not-at-top
+  user_spec = spec_lib.ModelSpec.from_keras(_user_mlp('head'),
+                                            classifier_layer='head')
+  two_stream_spec = two_stream.TwoStreamSpec.of(user_spec)
+  assert two_stream_spec.plain() is user_spec
+  model = two_stream_spec.build_keras()
+  # The user's 6-5-3 MLP plus W_hat (5 * 3 + 3), found by the user's name.
+  assert model.count_params() == (6 * 5 + 5 + 5 * 3 + 3) + (5 * 3 + 3)
+  assert builders.classifier_layer(model).name == 'head'
+  assert model.get_layer(two_stream.SUPPLEMENTARY_LAYER).units == 3

@@ -7,9 +7,15 @@ installed as the default context when TFF is imported) kills that child from a
 already gone: it prints "'NoneType' object has no attribute 'Popen'" and can
 leave the worker alive holding our stdout, which hangs pipes and test runners.
 
-Importing this module replaces that default with an equivalent context whose
-worker we start lazily (on the first computation) and stop from an `atexit`
-hook while Python is still whole. A run that dies without running `atexit`
+Importing this module leaves TFF's context as it is (a library import changes
+no global state a user could see) and only registers an `atexit` hook that
+drops whatever default context is left at exit, while Python is still whole:
+TFF's own context then stops its worker from that `__del__`, cleanly.
+
+`set_local_execution_context` (called by the task programs when a run
+starts, or by a user) installs an equivalent context whose worker we start
+lazily (on the first computation) and stop from an `atexit` hook while
+Python is still whole. A run that dies without running `atexit`
 (SIGKILL, a crash) takes its worker with it: on Linux the worker is started
 with PR_SET_PDEATHSIG = SIGKILL, from one thread that lives as long as the
 process (the kernel sends the signal when the *thread* that forked the child
@@ -45,7 +51,6 @@ TFF's source and checked here, are enforced with one clear message each:
 
 import atexit
 from concurrent import futures
-import ctypes
 import os
 import queue
 import signal
@@ -53,7 +58,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from absl import logging
 import grpc
@@ -101,38 +106,33 @@ def worker_environment() -> dict[str, str]:
   return {**os.environ, 'TF_CPP_MIN_LOG_LEVEL': _WORKER_LOG_LEVEL}
 
 
-# prctl(2) option: the signal a child gets when the thread that forked it ends.
-_PR_SET_PDEATHSIG = 1
+# Run by a fresh interpreter (no threads) between our fork and the worker's
+# exec: prctl(PR_SET_PDEATHSIG = 1, SIGKILL) survives execve, so the kernel
+# kills the worker when the thread that started it ends. A `preexec_fn` would
+# run that code in the child of a threaded process (TensorFlow's and gRPC's
+# threads), which can deadlock or abort before exec (seen here: "Fatal Python
+# error: Aborted" in the child under load).
+_PARENT_DEATH_LAUNCHER = """
+import ctypes, os, signal, sys
+try:
+  ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
+except (OSError, AttributeError):
+  pass  # No prctl (not Linux): only the atexit hook stops the worker.
+if os.getppid() != int(sys.argv[1]):
+  sys.exit(1)  # The parent died before prctl: the signal would never come.
+os.execv(sys.argv[2], sys.argv[2:])
+"""
 
 
-def _parent_death_signal_fn() -> Optional[Callable[[], None]]:
-  """A `preexec_fn` that SIGKILLs the child when its parent dies (Linux).
+def _with_parent_death_signal(command: Sequence[str]) -> list[str]:
+  """`command`, started through a launcher that ties it to our life (Linux).
 
-  Returns None elsewhere, or where libc has no `prctl`.
-
-  libc's `prctl` is looked up here, in the parent: loading a library in the
-  child of a threaded process could wait forever on a lock that another
-  thread held at the fork.
+  Elsewhere the command itself: only the `atexit` hook stops the worker.
   """
   if not sys.platform.startswith('linux'):
-    return None
-  try:
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-  except (OSError, AttributeError):
-    logging.warning('No prctl in libc: a killed run may leave its TFF worker '
-                    'running.')
-    return None
-  prctl.argtypes = (ctypes.c_int, ctypes.c_ulong)
-  parent = os.getpid()
-
-  def set_parent_death_signal() -> None:
-    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    # The parent may have died between fork and prctl; the signal would then
-    # never come.
-    if os.getppid() != parent:
-      os._exit(1)  # pylint: disable=protected-access
-
-  return set_parent_death_signal
+    return list(command)
+  return [sys.executable, '-I', '-c', _PARENT_DEATH_LAUNCHER,
+          str(os.getpid()), *command]
 
 
 class _Spawner:
@@ -166,7 +166,7 @@ class _Spawner:
       started, command, kwargs = self._requests.get()
       try:
         started.set_result(subprocess.Popen(
-            command, preexec_fn=_parent_death_signal_fn(), **kwargs))
+            _with_parent_death_signal(command), **kwargs))
       except BaseException as e:  # pylint: disable=broad-except
         started.set_exception(e)  # Raised in the caller's thread.
 
@@ -430,9 +430,22 @@ def stop_report(interrupt: KeyboardInterrupt,
           status)
 
 
-# Replacing TFF's import-time default context drops its ServiceManager now,
-# while `subprocess` still exists, instead of at interpreter shutdown.
-set_local_execution_context()
+def _drop_default_context() -> None:
+  """Replaces the default context by an idle one (it starts no worker).
+
+  Run from `atexit`: the dropped context is freed now, so a TFF
+  `local_cpp_executor_factory` context (TFF's import-time default) stops
+  its worker from its `__del__` while `subprocess` still exists, instead of
+  failing at interpreter shutdown and leaving the worker holding our stdout.
+  Our own context's worker has its own `atexit` hook (`LocalWorker.stop`).
+  """
+  tff.framework.get_context_stack().set_default_context(
+      _context_for_worker(_LazyWorker(1)))
+
+
+# The only thing importing this module does; the context in use stays TFF's
+# until a run or the user calls a `set_*_execution_context`.
+atexit.register(_drop_default_context)
 
 
 # How long a --workers address may take to answer before we give up on it.

@@ -3,9 +3,9 @@
     python -m tff_imbalance.worker --port=8001 [--max_concurrent_clients=4]
 
 runs the `worker_binary` shipped in the TFF wheel in the foreground (Ctrl-C
-stops it); the driver runs `python -m tasks.<task> ... --workers=
-host1:8001,host2:8001` and gives each worker a share of every round's clients
-(`runtime.set_remote_execution_context`).
+stops it; `tff-imbalance-worker` once installed); the driver runs `python -m
+tasks.<task> ... --workers=host1:8001,host2:8001` and gives each worker a
+share of every round's clients (`runtime.set_remote_execution_context`).
 
 Security: the worker serves insecure gRPC without authentication, and runs
 whatever TensorFlow graph a caller sends. TFF 0.87's binary always listens on
@@ -51,5 +51,10 @@ def main(argv: Sequence[str]) -> None:
   os.execve(command[0], command, runtime.worker_environment())
 
 
-if __name__ == '__main__':
+def run() -> None:
+  """The program (`python -m tff_imbalance.worker`, `tff-imbalance-worker`)."""
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -171,7 +171,8 @@ def _class_examples(aux: arrays.LabeledArrays,
   if missing:
     raise errors.UserInputError(
         f'the composition monitor needs auxiliary examples of every class; '
-        f'classes {missing} have none. Pass --aux_per_class >= 1.')
+        f'classes {missing} have none. Pass aux_data with every class '
+        '(--aux_per_class >= 1).')
   return per_class
 
 
@@ -286,9 +287,10 @@ def build_monitored_process(
   metric_names = tff.structure.name_list(metrics_type)
   if not _reports_example_count(metrics_type):
     raise errors.UserInputError(
-        '--monitor needs an algorithm whose clients report how many examples '
-        'they trained on (client_work.train.num_examples); this one does '
-        'not: drop --monitor or choose a federated algorithm.')
+        'monitor=True (--monitor) needs an algorithm whose clients report how '
+        'many examples they trained on (client_work.train.num_examples); '
+        'this one does not: drop the monitor or choose a federated '
+        'algorithm.')
   changes_type = aux_changes.type_signature.result
   num_classes = model_spec.num_classes
   structured = isinstance(data_type, tff.StructType)

@@ -3,7 +3,8 @@
 Each method's file (`learning/algorithms/<method>.py`) declares its
 `method.Method`: its builder, its options dataclass (from which the task
 generates its flags), how the task runs its clients and its selector. Adding
-a method is its file and one line in `ALGORITHMS`; adding a hyperparameter is
+a method is its file and one line in `ALGORITHMS` (or, from outside the
+package, `register`; docs/ARCHITECTURE.md); adding a hyperparameter is
 one field in its options. Hyperparameters every method shares are
 `AlgorithmConfig`'s. The runner and the tasks know nothing else about
 methods.
@@ -69,6 +70,21 @@ def algorithm_names() -> tuple[str, ...]:
   return tuple(sorted(ALGORITHMS))
 
 
+def register(entry: method.Method) -> None:
+  """Adds a method declared outside this package (a user's own file).
+
+  Call it before the task program is imported: the tasks make `--algo`'s
+  choices and the option flags at import. The views above
+  (`PSI_SELECTION_ALGORITHMS` etc.) list the built-in methods only.
+
+  Raises:
+    ValueError: if a method of that name is registered already.
+  """
+  if entry.name in ALGORITHMS:
+    raise ValueError(f'a method named {entry.name!r} is registered already.')
+  ALGORITHMS[entry.name] = entry
+
+
 def get(name: str) -> method.Method:
   """The registered method `name`.
 
@@ -78,7 +94,7 @@ def get(name: str) -> method.Method:
   if name not in ALGORITHMS:
     raise errors.UserInputError(
         f'--algo must be one of {", ".join(algorithm_names())} '
-        f'(got {name!r}).')
+        f'(got algo={name!r}).')
   return ALGORITHMS[name]
 
 
@@ -147,7 +163,7 @@ def build_selector(name: str, config: AlgorithmConfig, data,
                              data, clients_per_round, seed, model_spec)
 
 
-def build_process(name: str, model_spec: spec_lib.ModelSpec,
+def build_process(name: str, model_spec: spec_lib.ModelOrFactory,
                   config: AlgorithmConfig, context: TaskContext,
                   options: Any = None
                  ) -> tff.learning.templates.LearningProcess:
@@ -155,7 +171,8 @@ def build_process(name: str, model_spec: spec_lib.ModelSpec,
 
   Args:
     name: the `--algo`.
-    model_spec: the model.
+    model_spec: the model: a `ModelSpec`, or a no-argument Keras model
+      factory (`spec_lib.as_model_spec`; seed 0 for the methods' own draws).
     config: the shared hyperparameters.
     context: what the task knows about its data.
     options: the method's options (`ALGORITHMS[name].options_class`);
@@ -166,9 +183,10 @@ def build_process(name: str, model_spec: spec_lib.ModelSpec,
       auxiliary data.
   """
   entry = get(name)
+  model_spec = spec_lib.as_model_spec(model_spec)
   watch = config.monitor and not entry.runs_monitor
   if watch:
-    ratio.check_aux_data(context.aux_data, '--monitor')
+    ratio.check_aux_data(context.aux_data, 'monitor=True (--monitor)')
   process = entry.build(model_spec, config,
                         _options_or_default(entry, options), context)
   if watch:

@@ -10,7 +10,10 @@ Every builder returns a functional `tf.keras.Model` mapping float32 images
 Algorithms that work on features and classifier separately (RedGrape's
 per-class classifier gradients, BalanceFL's feature augmentation, CReFF's
 classifier re-training on federated features) use `feature_extractor`,
-`classifier_layer` and `feature_dim` instead of indexing layers.
+`classifier_layer` and `feature_dim` instead of indexing layers. A user's own
+model (`spec.ModelSpec.from_keras`) must end the same way: a `Dense` layer
+without activation, named `classifier` or any name recorded with
+`mark_classifier` (checked by `check_classifier_head`).
 
 Initialisation: Glorot-normal kernels and zero biases, as in
 google-research/federated `utils/models/emnist_models.py`, except that each
@@ -33,6 +36,8 @@ import tensorflow as tf
 from tff_imbalance import errors
 
 CLASSIFIER_LAYER = 'classifier'
+# Where `mark_classifier` records a user's other name for the classifier.
+_CLASSIFIER_NAME_ATTRIBUTE = '_tff_imbalance_classifier_name'
 
 ModelBuilder = Callable[[Sequence[int], int, int], tf.keras.Model]
 
@@ -265,15 +270,84 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int,
   """
   if name not in MODEL_BUILDERS:
     raise errors.UserInputError(
-        f'--model must be one of {", ".join(MODEL_BUILDERS)} (got {name!r})')
+        f'model name (--model) must be one of {", ".join(MODEL_BUILDERS)} '
+        f'(got {name!r}); for your own model pass a no-argument Keras model '
+        'factory (spec.ModelSpec.from_keras)')
   return MODEL_BUILDERS[name](input_shape, num_classes, seed)
 
 
-def classifier_layer(model: tf.keras.Model) -> tf.keras.layers.Dense:
-  """The model's final `Dense` layer, named `CLASSIFIER_LAYER`.
+def classifier_name(model: tf.keras.Model) -> str:
+  """The name of `model`'s classifier layer: `CLASSIFIER_LAYER` unless
+  `mark_classifier` recorded another."""
+  return getattr(model, _CLASSIFIER_NAME_ATTRIBUTE, CLASSIFIER_LAYER)
+
+
+def mark_classifier(model: tf.keras.Model,
+                    layer_name: str) -> tf.keras.Model:
+  """Records on `model` that its classifier is the layer `layer_name`.
+
+  A user's model may name its head as it likes (`spec.KerasModelSpec`); the
+  mark travels with the model instance, so `classifier_layer`,
+  `feature_extractor` and `feature_dim` find the head wherever the model is
+  used (inside TFF computations too, which build their own instances).
 
   Args:
-    model: a model from this module (or any model with such a layer).
+    model: the model.
+    layer_name: the name of its final `Dense` layer.
+
+  Returns:
+    `model` itself.
+  """
+  if layer_name != CLASSIFIER_LAYER:
+    setattr(model, _CLASSIFIER_NAME_ATTRIBUTE, layer_name)
+  return model
+
+
+def _describe_layer(layer: tf.keras.layers.Layer) -> str:
+  activation = getattr(layer, 'activation', None)
+  with_activation = (f' with activation {activation.__name__!r}'
+                     if activation not in (None, tf.keras.activations.linear)
+                     else '')
+  return f'a {type(layer).__name__} layer {layer.name!r}{with_activation}'
+
+
+def check_classifier_head(model: tf.keras.Model,
+                          layer_name: str = CLASSIFIER_LAYER
+                         ) -> tf.keras.layers.Dense:
+  """Checks that a user's model ends in the head the algorithms split off.
+
+  Args:
+    model: a built Keras model.
+    layer_name: the name its final layer must have.
+
+  Returns:
+    The classifier layer.
+
+  Raises:
+    errors.UserInputError: unless the model's last layer is a `Dense` layer
+      named `layer_name` without activation (it must output logits).
+  """
+  layer = model.layers[-1] if model.layers else None
+  activation = getattr(layer, 'activation', None)
+  if not (isinstance(layer, tf.keras.layers.Dense) and
+          layer.name == layer_name and
+          activation in (None, tf.keras.activations.linear)):
+    got = 'no layers' if layer is None else _describe_layer(layer)
+    raise errors.UserInputError(
+        f'the model\'s last layer must be a Dense layer named {layer_name!r} '
+        f'without activation (it outputs logits); got {got} in model '
+        f'{model.name!r}. Name your head {CLASSIFIER_LAYER!r} or pass '
+        'classifier_layer=NAME.')
+  return layer
+
+
+def classifier_layer(model: tf.keras.Model) -> tf.keras.layers.Dense:
+  """The model's final `Dense` layer: `CLASSIFIER_LAYER`, or the name that
+  `mark_classifier` recorded.
+
+  Args:
+    model: a model from this module, or a user's model built by a
+      `spec.KerasModelSpec` (or any model with such a layer).
 
   Returns:
     The layer itself (shared, not a copy): its `kernel` is W of shape
@@ -282,17 +356,20 @@ def classifier_layer(model: tf.keras.Model) -> tf.keras.layers.Dense:
   Raises:
     errors.UserInputError: if the model has no Dense layer of that name.
   """
+  name = classifier_name(model)
   try:
-    layer = model.get_layer(CLASSIFIER_LAYER)
+    layer = model.get_layer(name)
   except ValueError as e:
     raise errors.UserInputError(
-        f'model {model.name!r} has no layer named {CLASSIFIER_LAYER!r}; build '
-        f'it with tff_imbalance.models.builders.') from e
+        f'model {model.name!r} has no layer named {name!r}: its last layer '
+        f'must be a Dense layer named {CLASSIFIER_LAYER!r} (or pass '
+        'classifier_layer=NAME to spec.ModelSpec.from_keras).') from e
   if not isinstance(layer, tf.keras.layers.Dense):
     raise errors.UserInputError(
-        f'layer {CLASSIFIER_LAYER!r} of model {model.name!r} is a '
-        f'{type(layer).__name__}, not a Dense layer; build the model with '
-        f'tff_imbalance.models.builders.')
+        f'layer {name!r} of model {model.name!r} is a '
+        f'{type(layer).__name__}, not a Dense layer: the model\'s last layer '
+        f'must be a Dense layer named {CLASSIFIER_LAYER!r} (or pass '
+        'classifier_layer=NAME to spec.ModelSpec.from_keras).')
   return layer
 
 

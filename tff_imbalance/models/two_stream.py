@@ -36,8 +36,10 @@ def build_two_stream(plain: tf.keras.Model) -> tf.keras.Model:
       name=SUPPLEMENTARY_LAYER)(classifier.input)
   logits = tf.keras.layers.Add(name='two_stream_logits')(
       [plain.output, supplementary])
-  return tf.keras.Model(inputs=plain.inputs, outputs=logits,
-                        name=f'{plain.name}_two_stream')
+  model = tf.keras.Model(inputs=plain.inputs, outputs=logits,
+                         name=f'{plain.name}_two_stream')
+  # The plain model's head keeps its (possibly user-chosen) name here.
+  return builders.mark_classifier(model, classifier.name)
 
 
 def plain_trainable_indices(model: tf.keras.Model) -> list[int]:
@@ -58,16 +60,22 @@ def plain_trainable_indices(model: tf.keras.Model) -> list[int]:
 
 @dataclasses.dataclass(frozen=True)
 class TwoStreamSpec(spec_lib.ModelSpec):
-  """A `ModelSpec` whose models carry the supplementary classifier W_hat."""
+  """A `ModelSpec` whose models carry the supplementary classifier W_hat.
+
+  Attributes:
+    base: the plain spec it extends (ours or a user's `KerasModelSpec`),
+      which builds the plain model; never rebuilt from its name.
+  """
+  base: spec_lib.ModelSpec = None
 
   @classmethod
   def of(cls, plain: spec_lib.ModelSpec) -> 'TwoStreamSpec':
-    return cls(plain.name, plain.input_shape, plain.num_classes, plain.seed)
+    return cls(plain.name, plain.input_shape, plain.num_classes, plain.seed,
+               base=plain)
 
   def plain(self) -> spec_lib.ModelSpec:
     """The spec of the inference model (W only, eq. 16)."""
-    return spec_lib.ModelSpec(self.name, self.input_shape, self.num_classes,
-                              self.seed)
+    return self.base
 
   def build_keras(self) -> tf.keras.Model:
-    return build_two_stream(self.plain().build_keras())
+    return build_two_stream(self.base.build_keras())

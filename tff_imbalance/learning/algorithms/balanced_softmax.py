@@ -60,7 +60,7 @@ def local_log_prior(dataset: tf.data.Dataset, num_classes: int,
 
 
 def build_balanced_softmax(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     *,
@@ -77,6 +77,8 @@ def build_balanced_softmax(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer.
     server_optimizer: server optimizer.
     prior: 'local' or 'global'.
@@ -91,11 +93,12 @@ def build_balanced_softmax(
     errors.UserInputError: for an unknown prior.
     ValueError: for prior='global' without counts of C classes.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   num_classes = model_spec.num_classes
   if prior not in PRIORS:
     raise errors.UserInputError(
-        f'--balanced_softmax_prior must be one of {", ".join(PRIORS)} (got '
-        f'{prior!r}).')
+        f'prior (--balanced_softmax_prior) must be one of '
+        f'{", ".join(PRIORS)} (got {prior!r}).')
   if prior == 'global':
     counts = np.asarray(train_class_counts, np.float32)
     if counts.shape != (num_classes,):

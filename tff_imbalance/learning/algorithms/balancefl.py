@@ -286,7 +286,7 @@ def build_plugin(model_spec: spec_lib.ModelSpec, options: BalanceFLOptions,
 
 
 def build_balancefl(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     options: BalanceFLOptions,
@@ -319,6 +319,8 @@ def build_balancefl(
 
   Args:
     model_spec: the model (with a final Dense named `classifier`).
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer (the paper uses Adam, lr 0.005).
     server_optimizer: server optimizer on the averaged delta.
     options: BalanceFL's switches and hyperparameters.
@@ -329,6 +331,7 @@ def build_balancefl(
     A `tff.learning.templates.LearningProcess` whose client data are
     `OrderedDict(train=dataset, client_index=one-element int32 dataset)`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   return fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer,
       plugin=build_plugin(model_spec, options, batch_size=batch_size,

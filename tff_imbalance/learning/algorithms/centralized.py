@@ -26,7 +26,7 @@ tff = compat.tff
 
 
 def build_centralized(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     loss: losses.PerExampleLoss = losses.cross_entropy,
 ) -> tff.learning.templates.LearningProcess:
@@ -40,12 +40,15 @@ def build_centralized(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: the optimizer of the training loop.
     loss: the per-example loss.
 
   Returns:
     A `tff.learning.templates.LearningProcess` for cohorts of one client.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   return fedavg_family.build_local_training_process(
       model_spec, client_optimizer,
       tff.learning.optimizers.build_sgdm(learning_rate=1.0), loss=loss)

@@ -141,7 +141,7 @@ def initial_state(num_clients: int) -> collections.OrderedDict:
 
 
 def build_climb(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     num_clients: int,
@@ -174,6 +174,8 @@ def build_climb(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer.
     server_optimizer: server optimizer applied to the weighted mean delta.
     num_clients: the population size N (one dual per client).
@@ -193,6 +195,7 @@ def build_climb(
     measurements' `client_work/round_report/extension/loss_sums` (zero in the
     rounds of a dual step after its first).
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   if duals not in DUAL_SCOPES:
     raise ValueError(f'duals must be one of {DUAL_SCOPES}, got {duals!r}')
   if primal_rounds < 1:

@@ -380,7 +380,7 @@ def _with_retrained_classifier(process, model_spec: spec_lib.ModelSpec):
 
 
 def build_creff(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     options: CReFFOptions,
@@ -408,6 +408,8 @@ def build_creff(
 
   Args:
     model_spec: the model (a final Dense `classifier`).
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer.
     server_optimizer: server optimizer on the averaged delta.
     options: CReFF's server hyperparameters.
@@ -417,6 +419,7 @@ def build_creff(
   Returns:
     A `tff.learning.templates.LearningProcess`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   initial_classifier = _initial_classifier(model_spec)
   process = fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer,

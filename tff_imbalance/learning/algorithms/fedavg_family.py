@@ -63,7 +63,7 @@ class FedProxOptions:
 
 
 def build_tff_fedavg(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     keras_loss_fn=None,
@@ -80,6 +80,8 @@ def build_tff_fedavg(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer (e.g. `build_sgdm(learning_rate)`).
     server_optimizer: server optimizer applied to the averaged delta.
     keras_loss_fn: optional no-arg callable returning a Keras loss on logits
@@ -88,6 +90,7 @@ def build_tff_fedavg(
   Returns:
     A `tff.learning.templates.LearningProcess`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   return tff.learning.algorithms.build_weighted_fed_avg(
       model_spec.tff_model_fn(keras_loss_fn),
       client_optimizer_fn=client_optimizer,
@@ -98,7 +101,7 @@ def build_tff_fedavg(
 
 
 def build_local_training_process(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     *,
@@ -117,6 +120,8 @@ def build_local_training_process(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer.
     server_optimizer: server optimizer applied to the averaged delta.
     loss: per-example loss (see `losses`).
@@ -128,6 +133,7 @@ def build_local_training_process(
   Returns:
     A `tff.learning.templates.LearningProcess`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   initial_weights = model_spec.initial_weights_computation()
   weights_type = initial_weights.type_signature.result
   client_work = local_training.build_local_training_client_work(
@@ -145,7 +151,7 @@ def build_local_training_process(
 
 
 def build_fedprox(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     proximal_strength: float,
@@ -160,6 +166,8 @@ def build_fedprox(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer.
     server_optimizer: server optimizer.
     proximal_strength: mu >= 0 (BalanceFL uses 0.05, RedGrape 0.1, CReFF 0.01).
@@ -168,6 +176,7 @@ def build_fedprox(
   Returns:
     A `tff.learning.templates.LearningProcess`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   return build_local_training_process(
       model_spec, client_optimizer, server_optimizer, loss=loss,
       proximal_strength=proximal_strength)

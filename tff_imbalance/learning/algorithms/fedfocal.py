@@ -46,12 +46,12 @@ class FedFocalOptions:
 
 
 def build_fedfocal(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     *,
-    loss: losses.PerExampleLoss,
-    validation_slots: int | None,
+    loss: losses.PerExampleLoss | None = None,
+    validation_slots: int | None = None,
 ) -> tff.learning.templates.LearningProcess:
   """Fed-Focal: FedAvg with focal loss and per-slot validation losses.
 
@@ -61,16 +61,36 @@ def build_fedfocal(
   validation loss L_k under the received w^t and under its trained w_k^{t+1}
   (eqs. 8-9), which psi selection reads (eqs. 10-13).
 
+  What `next(state, client_data)` takes per client:
+
+  * without `validation_slots`: the client's training dataset of batches
+    `OrderedDict(x=float32 [B, *input_shape], y=int64 [B])`;
+  * with `validation_slots=K`: `OrderedDict(train=<that dataset>,
+    validation=<its validation batches, same structure>,
+    slot=<a one-element int32 dataset: its position k in the cohort, 0..K-1>)`,
+    the cohort always exactly K clients.
+
+  `experiment.run_experiment('fedfocal', ...)` (or `runner.run` with
+  `learning.registry.build_selector`) builds these inputs and runs psi
+  selection over them; `client_data.ClientDataPopulation.round_inputs`
+  builds them from a TFF `ClientData`.
+
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer.
     server_optimizer: server optimizer.
-    loss: the focal loss (also the validation loss).
+    loss: the focal loss (also the validation loss); None takes the paper's
+      gamma = 2, alpha = 1 (`losses.focal_loss()`).
     validation_slots: the cohort size K with psi selection; None without.
 
   Returns:
     A `tff.learning.templates.LearningProcess`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
+  if loss is None:
+    loss = losses.focal_loss()
   return fedavg_family.build_local_training_process(
       model_spec, client_optimizer, server_optimizer, loss=loss,
       validation_slots=validation_slots)

@@ -61,17 +61,23 @@ class RatioOptions:
 def check_aux_data(aux: arrays.LabeledArrays | None, what: str) -> None:
   """Refuses to build a monitored process without auxiliary data.
 
+  Args:
+    aux: the server's auxiliary examples.
+    what: what needs them, by its Python and flag names, e.g.
+      "monitor=True (--monitor)".
+
   Raises:
     errors.UserInputError: if `aux` is None or empty.
   """
   if aux is None or not len(aux):
     raise errors.UserInputError(
-        f'{what} needs the server\'s auxiliary data: pass --aux_per_class >= '
-        '1 (the examples per class held out of every client).')
+        f'{what} needs the server\'s auxiliary data: pass aux_data, a few '
+        'examples of every class held out of every client (--aux_per_class '
+        '>= 1).')
 
 
 def build_ratio_loss(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     aux: arrays.LabeledArrays,
@@ -105,6 +111,8 @@ def build_ratio_loss(
 
   Args:
     model_spec: the model.
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer (also replayed on the auxiliary data).
     server_optimizer: server optimizer.
     aux: the server's auxiliary examples, every class present.
@@ -130,10 +138,11 @@ def build_ratio_loss(
     `OrderedDict(inner, round)`; the class weights used in the latest round
     are `inner.client_work['broadcast']`.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   if normalize not in RATIO_NORMALIZATIONS:
     raise errors.UserInputError(
-        f'--ratio_normalize must be one of {", ".join(RATIO_NORMALIZATIONS)} '
-        f'(got {normalize!r}).')
+        f'normalize (--ratio_normalize) must be one of '
+        f'{", ".join(RATIO_NORMALIZATIONS)} (got {normalize!r}).')
   loss = losses.ratio_loss(weighting)
   num_classes = model_spec.num_classes
   plugin = local_training.LocalLoopPlugin(
@@ -165,7 +174,7 @@ def build_ratio_loss(
 
 
 def build_monitored(process: tff.learning.templates.LearningProcess,
-                    model_spec: spec_lib.ModelSpec,
+                    model_spec: spec_lib.ModelOrFactory,
                     client_optimizer: tff.learning.optimizers.Optimizer,
                     aux: arrays.LabeledArrays | None, *, local_epochs: int,
                     batch_size: int,
@@ -173,10 +182,30 @@ def build_monitored(process: tff.learning.templates.LearningProcess,
                    ) -> tff.learning.templates.LearningProcess:
   """Any algorithm's process with the monitor as a pure diagnostic (--monitor).
 
+  Works on TFF's own processes too (`build_tff_fedavg`,
+  `tff.learning.algorithms.build_weighted_fed_avg`): the monitor counts the
+  true composition from the clients' datasets itself, and needs of the
+  inner process only its `client_work.train.num_examples` measurement.
+
+  Args:
+    process: the process to watch.
+    model_spec: its model: a `ModelSpec`, or a no-argument Keras model
+      factory whose last layer is a Dense `classifier`
+      (`spec_lib.as_model_spec`).
+    client_optimizer: the clients' local optimizer (replayed on `aux`).
+    aux: the server's auxiliary examples, every class present.
+    local_epochs: the clients' local epochs.
+    batch_size: the clients' batch size.
+    threshold: T_Ra of eq. 7's filter.
+
+  Returns:
+    The monitored process (see `monitor.build_monitored_process`).
+
   Raises:
     errors.UserInputError: without auxiliary data.
   """
-  check_aux_data(aux, '--monitor')
+  model_spec = spec_lib.as_model_spec(model_spec)
+  check_aux_data(aux, 'monitor=True (--monitor)')
   return monitor.build_monitored_process(
       process, model_spec, aux, client_optimizer, local_epochs=local_epochs,
       batch_size=batch_size, threshold=threshold)
@@ -184,7 +213,7 @@ def build_monitored(process: tff.learning.templates.LearningProcess,
 
 def _build(model_spec, config, options, context):
   """Ratio Loss with the composition monitor (002 secs 3.2-3.3)."""
-  check_aux_data(context.aux_data, '--algo=ratio')
+  check_aux_data(context.aux_data, "algo='ratio' (--algo=ratio)")
   return build_ratio_loss(
       model_spec, config.client_optimizer(), config.server_sgd(),
       context.aux_data, local_epochs=config.local_epochs,

@@ -275,7 +275,7 @@ def with_plain_model_weights(
 
 
 def build_redgrape(
-    model_spec: spec_lib.ModelSpec,
+    model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
     server_optimizer: tff.learning.optimizers.Optimizer,
     *,
@@ -311,6 +311,8 @@ def build_redgrape(
 
   Args:
     model_spec: the plain model (features and a final Dense `classifier`).
+      A `ModelSpec`, or a no-argument Keras model factory whose last layer
+      is a Dense `classifier` (`spec_lib.as_model_spec`).
     client_optimizer: local optimizer (the paper: SGD with momentum 0.9).
     server_optimizer: server optimizer on the averaged delta.
     learning_rate: the client learning rate eta_l of the re-balancing step.
@@ -323,6 +325,7 @@ def build_redgrape(
     A `tff.learning.templates.LearningProcess` whose model weights are the
     plain model's.
   """
+  model_spec = spec_lib.as_model_spec(model_spec)
   two_stream_spec = two_stream.TwoStreamSpec.of(model_spec)
   plugin = build_plugin(
       model_spec, learning_rate=learning_rate,

@@ -27,6 +27,7 @@ from tff_imbalance import checkpointing
 from tff_imbalance import compat  # pylint: disable=unused-import  (TF logging)
 from tff_imbalance import errors
 from tff_imbalance import evaluation
+from tff_imbalance import experiment
 from tff_imbalance import report
 from tff_imbalance import runner
 from tff_imbalance import inprocess
@@ -53,6 +54,8 @@ _FLAGS_FREE_IN_ONE_RUN = frozenset({
 _FOREIGN_FLAG_MODULES = ('absl.', 'tensorflow.', 'tensorflow_federated.')
 FLAGS_FILE = 'flags.txt'
 _TASK_LINE_PREFIX = '# python -m '
+# The console scripts of pyproject.toml: `tff-imbalance-<task>`, dashed.
+CONSOLE_SCRIPT_PREFIX = 'tff-imbalance-'
 
 flags.DEFINE_enum('algo', 'fedavg', registry.algorithm_names(),
                   'Federated algorithm.')
@@ -184,10 +187,6 @@ def exit_on_user_error(main: Callable[[Sequence[str]], None]):
   return wrapped
 
 
-# The validation share of the algorithms that use one, unless flagged.
-_DEFAULT_VALIDATION_FRACTION = 0.1
-
-
 def set_by_user(flag: str) -> bool:
   """Whether `--flag` was given a value other than its default.
 
@@ -238,27 +237,15 @@ def _warn_inapplicable_algorithm_flags(config: registry.AlgorithmConfig,
 
 
 def _validation_fraction(options) -> float:
-  """The per-client validation share: carved only where the algorithm uses it.
+  """The per-client validation share (`experiment.validation_fraction_for`).
 
   Raises:
     errors.UserInputError: for a share outside [0, 1), or a zero share where
       psi selection needs validation losses.
   """
-  fraction = FLAGS.validation_fraction
-  if fraction is not None:
-    check_values([('validation_fraction', 0 <= fraction < 1,
-                   'in [0, 1), e.g. 0.1')])
-  if not registry.uses_validation(FLAGS.algo, options):
-    return 0.0  # _warn_inapplicable_algorithm_flags says so if it was set.
-  if fraction is None:
-    return _DEFAULT_VALIDATION_FRACTION
-  if fraction == 0:
-    raise errors.UserInputError(
-        f'--validation_fraction=0 leaves --algo={FLAGS.algo} no validation '
-        f'data for psi selection (--psi={FLAGS.psi}); pass a share in (0, 1) '
-        f'(default {_DEFAULT_VALIDATION_FRACTION}) or --psi=0 for uniform '
-        'sampling.')
-  return fraction
+  # _warn_inapplicable_algorithm_flags says so if it is set but unused.
+  return experiment.validation_fraction_for(FLAGS.algo, options,
+                                            FLAGS.validation_fraction)
 
 
 def _float_list(flag: str, values: Sequence[str]) -> tuple[float, ...]:
@@ -271,9 +258,28 @@ def _float_list(flag: str, values: Sequence[str]) -> tuple[float, ...]:
 
 
 def _task_module() -> str:
-  """The task's module name, e.g. 'tasks.mnist_lt'."""
+  """The task's module as `python -m` takes it, e.g. 'tasks.mnist_lt'.
+
+  The module the user ran (`tasks.mnist_lt` in the checkout, or
+  `tff_imbalance.tasks.mnist_lt`); a console script (`tff-imbalance-mnist-lt`)
+  has none, so its package module, which runs from any directory.
+  """
   spec = getattr(sys.modules['__main__'], '__spec__', None)
-  return spec.name if spec is not None else os.path.basename(sys.argv[0])
+  if spec is not None:
+    return spec.name
+  script = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+  if script.startswith(CONSOLE_SCRIPT_PREFIX):
+    task = script[len(CONSOLE_SCRIPT_PREFIX):].replace('-', '_')
+    return f'{__package__}.{task}'
+  return script
+
+
+def _task_name(module: str) -> str:
+  """'mnist_lt' of 'tasks.mnist_lt' and of 'tff_imbalance.tasks.mnist_lt'.
+
+  Both run the same task: a run started with one resumes with the other.
+  """
+  return module.rpartition('.')[2]
 
 
 def _experiment_flags() -> dict[str, flags.Flag]:
@@ -306,7 +312,7 @@ def _flag_differences(path: str) -> list[str]:
   """How the current flags differ from a run's flags.txt, one phrase each."""
   task, saved = _read_flags_file(path)
   differences = []
-  if task is not None and task != _task_module():
+  if task is not None and _task_name(task) != _task_name(_task_module()):
     differences.append(f'a run of {task}, not {_task_module()}')
   # Saved flags that are not ours here are absl's or TensorFlow's (which vary
   # with what got imported) or were removed since; the task line covers a
@@ -437,6 +443,8 @@ def run_experiment(source: arrays.SourceData,
                   ) -> dict:
   """Trains the flagged algorithm on a partitioned source and reports.
 
+  The flags' translation into `experiment.prepare`, the library's call.
+
   Args:
     source: the loaded data.
     client_partition: per client, indices into `source.train`.
@@ -460,43 +468,21 @@ def run_experiment(source: arrays.SourceData,
       source.train, client_partition, num_classes,
       validation_fraction=_validation_fraction(options),
       seed=FLAGS.seed, client_ids=client_ids)
-  train_counts = stats.class_counts(data.train_labels(), num_classes)
-  clients_per_round = FLAGS.clients_per_round
-  client_mode = registry.client_mode(FLAGS.algo)
-  if client_mode == registry.ClientMode.POOLED:
-    data = data.pooled()
-  if client_mode != registry.ClientMode.FEDERATED:
-    clients_per_round = 1  # One model trained on one (virtual) client's data.
-  context = registry.TaskContext(
-      num_classes=num_classes, num_clients=data.num_clients,
-      train_class_counts=train_counts, aux_data=server_data)
   model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
                                   num_classes, FLAGS.seed)
-  selector = registry.build_selector(FLAGS.algo, algorithm_config, data,
-                                     clients_per_round, FLAGS.seed,
-                                     model_spec=model_spec, options=options)
   minority = _minority_classes(num_classes)
   runtime.set_execution_context(FLAGS.executor, FLAGS.device, FLAGS.workers,
                                 FLAGS.max_concurrent_clients)
-  process = registry.build_process(FLAGS.algo, model_spec, algorithm_config,
-                                   context, options)
-  evaluator = runner.Evaluator(model_spec, source.test, train_counts,
-                               minority_classes=minority)
-  partition_stats = stats.summarize(
-      data.train_labels(), data.client_train_partition(), num_classes)
+  prepared = experiment.prepare(
+      FLAGS.algo, model_spec, data, source.test, config=algorithm_config,
+      options=options, aux_data=server_data, minority_classes=minority,
+      **dataclasses.asdict(config))
   if FLAGS.output_dir is not None:
     _record_flags(FLAGS.output_dir)
-  extra_summary = dict(algo=FLAGS.algo, model=FLAGS.model, seed=FLAGS.seed,
-                       train_class_counts=train_counts.tolist(),
-                       partition=partition_stats, data=data_summary or {},
-                       execution=runtime.execution_summary())
-  if client_mode == registry.ClientMode.EACH_ALONE:
-    summary = runner.run_each_client(process, data, evaluator, config,
-                                     extra_summary=extra_summary)
-  else:
-    summary = runner.run(process, data, selector, evaluator, config,
-                         extra_summary=extra_summary)
-  print(evaluation.per_class_table(summary, train_counts, source.class_names))
+  summary = prepared.run(extra_summary=dict(
+      data=data_summary or {}, execution=runtime.execution_summary()))
+  print(evaluation.per_class_table(summary, prepared.train_class_counts,
+                                   source.class_names))
   if FLAGS.output_dir is not None:
     print(f'wrote {os.path.join(FLAGS.output_dir, "summary.json")}')
   return summary
