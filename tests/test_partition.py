@@ -317,3 +317,20 @@ def test_composition_summary_counts_the_split():
 def test_bad_input_names_the_parameter(call, pattern):
   with pytest.raises(errors.UserInputError, match=pattern):
     call()
+
+
+def test_dirichlet_per_class_keeps_drawing_for_clients_full_of_head_class():
+  """No cap: a client that the head class filled past N / K still gets its
+  Dir(alpha) share of every later class (NIID-Bench's cap would give it
+  none, leaving head-heavy clients with 2-4 classes on a long tail)."""
+  labels = np.repeat(np.arange(5), [1000, 100, 100, 100, 100])
+  mean_size = labels.size / 4
+  full_clients_with_tail = 0
+  for seed in range(5):
+    parts = partition.dirichlet_per_class_partition(labels, 4, 1.0, seed=seed,
+                                                    num_classes=5)
+    for part in parts:
+      counts = np.bincount(labels[part], minlength=5)
+      if counts[0] >= mean_size and counts[1:].sum() > 0:
+        full_clients_with_tail += 1
+  assert full_clients_with_tail >= 3
