@@ -6,7 +6,7 @@ the default, the help line and, where it differs from the method's
 `FLAG_PREFIX` + the field's name, the flag's name. Its `__post_init__`
 validates with `require` and `check_choices`, so that a bad value stops with
 one line naming the flag, from Python as from the command line. The task
-layer (`tasks/common.py`) defines one absl flag per field and builds the
+layer (`tff_imbalance/tasks/common.py`) defines one absl flag per field and builds the
 options from the flags; library code never reads flags.
 """
 
