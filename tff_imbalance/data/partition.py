@@ -55,6 +55,26 @@ def _class_pools(labels: np.ndarray, num_classes: int,
   return [rng.permutation(pool) for pool in pools]
 
 
+def _dirichlet_pools(labels: np.ndarray, num_clients: int, alpha: float,
+                     seed: int, num_classes: Optional[int]):
+  """Checked inputs of both Dirichlet splits and their shuffled class pools.
+
+  Returns:
+    (labels, num_classes, rng, pools): the validated labels, C (max label + 1
+    when not given), the split's generator and `_class_pools` drawn from it.
+
+  Raises:
+    errors.UserInputError: on bad labels, K out of range or alpha <= 0.
+  """
+  labels = stats.validate_labels(labels, num_classes)
+  _check_num_clients(num_clients, labels.size)
+  _check_alpha(alpha)
+  if num_classes is None:
+    num_classes = int(labels.max()) + 1
+  rng = np.random.default_rng(seed)
+  return labels, num_classes, rng, _class_pools(labels, num_classes, rng)
+
+
 def _sorted_int64(parts: list[np.ndarray]) -> list[np.ndarray]:
   return [np.sort(np.asarray(part, dtype=np.int64)) for part in parts]
 
@@ -160,13 +180,8 @@ def dirichlet_partition(labels: np.ndarray,
   Raises:
     errors.UserInputError: on bad labels, K out of range or alpha <= 0.
   """
-  labels = stats.validate_labels(labels, num_classes)
-  _check_num_clients(num_clients, labels.size)
-  _check_alpha(alpha)
-  if num_classes is None:
-    num_classes = int(labels.max()) + 1
-  rng = np.random.default_rng(seed)
-  pools = _class_pools(labels, num_classes, rng)
+  labels, num_classes, rng, pools = _dirichlet_pools(
+      labels, num_clients, alpha, seed, num_classes)
   totals = np.array([pool.size for pool in pools], dtype=np.int64)
   present = np.flatnonzero(totals)
   prior = alpha * totals[present] / labels.size
@@ -251,13 +266,8 @@ def dirichlet_per_class_partition(
     errors.UserInputError: on bad labels, K out of range, alpha <= 0, or no
       draw giving every client min(10, floor(N / K)) examples.
   """
-  labels = stats.validate_labels(labels, num_classes)
-  _check_num_clients(num_clients, labels.size)
-  _check_alpha(alpha)
-  if num_classes is None:
-    num_classes = int(labels.max()) + 1
-  rng = np.random.default_rng(seed)
-  pools = _class_pools(labels, num_classes, rng)
+  labels, num_classes, rng, pools = _dirichlet_pools(
+      labels, num_clients, alpha, seed, num_classes)
   min_size = min(_PER_CLASS_MIN_CLIENT_SIZE, labels.size // num_clients)
   prior = np.full(num_clients, float(alpha))
   for _ in range(_PER_CLASS_MAX_DRAWS):
