@@ -275,6 +275,18 @@ def _finished_record(run: Run, run_dir: str) -> Optional[dict]:
   return record
 
 
+def finished_summary(run: Run, runs_dir: str) -> Optional[dict]:
+  """The summary of a finished run of exactly `run` in runs_dir, or None.
+
+  How a table collects the runs earlier invocations finished (a table can be
+  completed across sittings) without running anything.
+  """
+  run_dir = os.path.join(runs_dir, run.name)
+  if _finished_record(run, run_dir) is None:
+    return None
+  return read_summary(run_dir)
+
+
 def _attempt(run: Run, run_dir: str, commit: str,
              timeout_s: Optional[float]) -> dict:
   """One fresh attempt: an empty directory, the record, the task."""

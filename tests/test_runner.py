@@ -139,6 +139,14 @@ def test_without_output_dir_nothing_is_written(task, tmp_path, monkeypatch):
   assert 'balanced_accuracy' in summary and not os.listdir(tmp_path)
 
 
+def test_eval_last_evaluates_each_of_the_last_rounds(task):
+  # rounds 1..7, every 3rd, the last 3: 3, 5, 6, 7 (a paper's last-rounds mean).
+  summary = _run(task, None, rounds=7, eval_every=3, eval_last=3)
+  assert [e['round'] for e in summary['history']] == [3, 5, 6, 7]
+  summary = _run(task, None, rounds=4, eval_every=3)
+  assert [e['round'] for e in summary['history']] == [3, 4]
+
+
 @pytest.mark.parametrize('algo', ['fedavg', 'fedfocal'])
 def test_resume_extends_a_run_exactly(task, tmp_path, algo):
   # fedfocal's psi selection reads the previous round's measurements, which
@@ -242,6 +250,7 @@ def test_no_readable_checkpoint_is_one_clear_error(task, tmp_path):
     (dict(checkpoint_every=-1), '--checkpoint_every'),
     (dict(checkpoint_every=2), '--checkpoint_every needs --output_dir'),
     (dict(resume=True), '--resume needs --output_dir'),
+    (dict(eval_last=-1), '--eval_last must be >= 0'),
 ])
 def test_bad_config_is_one_clear_error(config, expected):
   with pytest.raises(errors.UserInputError, match=expected):

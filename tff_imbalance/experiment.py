@@ -249,6 +249,7 @@ def prepare(algo: Algorithm,
             classifier_layer: str = builders.CLASSIFIER_LAYER,
             minority_classes: Optional[Sequence[int]] = None,
             eval_every: int = 1,
+            eval_last: int = 0,
             output_dir: Optional[str] = None,
             checkpoint_every: int = 0,
             resume: bool = False,
@@ -285,6 +286,7 @@ def prepare(algo: Algorithm,
     classifier_layer: for a factory, the name of its last `Dense` layer.
     minority_classes: the classes of the minority-class accuracy.
     eval_every: evaluate every this many rounds (and after the last).
+    eval_last: also evaluate each of the last this many rounds.
     output_dir: where metrics, checkpoints, summary and plots go (None:
       nowhere).
     checkpoint_every: save a checkpoint every this many rounds; 0 never.
@@ -310,8 +312,8 @@ def prepare(algo: Algorithm,
                              local_epochs=local_epochs, batch_size=batch_size)
   run_config = runner.RunConfig(
       rounds=rounds, local_epochs=config.local_epochs,
-      batch_size=config.batch_size, eval_every=eval_every, seed=seed,
-      output_dir=output_dir, quiet=quiet, checkpoint_every=checkpoint_every,
+      batch_size=config.batch_size, eval_every=eval_every, eval_last=eval_last,
+      seed=seed, output_dir=output_dir, quiet=quiet, checkpoint_every=checkpoint_every,
       resume=resume)
   model_spec = spec_lib.as_model_spec(model, classifier_layer=classifier_layer,
                                       seed=seed)

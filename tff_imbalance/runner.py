@@ -109,6 +109,8 @@ class RunConfig:
     batch_size: local mini-batch size.
     eval_every: evaluate every this many rounds (and always after the last).
     seed: seeds local shuffling.
+    eval_last: also evaluate every one of the last this many rounds (papers
+      that report the mean over the last 10 rounds need each of them).
     output_dir: where metrics, checkpoints, summary and plots go (None:
       nowhere).
     quiet: no per-round log lines.
@@ -125,12 +127,17 @@ class RunConfig:
   quiet: bool = False
   checkpoint_every: int = 0
   resume: bool = False
+  eval_last: int = 0
 
   def __post_init__(self):
     for name in ('rounds', 'local_epochs', 'batch_size', 'eval_every'):
       if getattr(self, name) < 1:
         raise errors.UserInputError(
             f'--{name} must be >= 1 (got {getattr(self, name)}).')
+    if self.eval_last < 0:
+      raise errors.UserInputError(
+          f'--eval_last must be >= 0 (got {self.eval_last}); 0 evaluates only '
+          'every --eval_every rounds and after the last.')
     if self.checkpoint_every < 0:
       raise errors.UserInputError(
           f'--checkpoint_every must be >= 0 (got {self.checkpoint_every}); 0 '
@@ -343,7 +350,8 @@ def _run_round(round_num: int,
             process.get_model_weights(output.state))
   history = list(progress.history)
   evaluated = None
-  if round_num % config.eval_every == 0 or round_num == config.rounds:
+  if (round_num % config.eval_every == 0 or
+      round_num > config.rounds - max(config.eval_last, 1)):
     evaluated = evaluate(process.get_model_weights(output.state))
     history.append(dict(evaluated, round=round_num))
   row = report.round_row(round_num, seconds, output.metrics, client_indices,

@@ -89,6 +89,8 @@ flags.DEFINE_list('minority_classes', None,
 flags.DEFINE_integer('seed', 0, 'Seeds profile, partition, selection, model '
                      'initialisation and local shuffling.')
 flags.DEFINE_integer('eval_every', 5, 'Evaluate every this many rounds.')
+flags.DEFINE_integer('eval_last', 0, 'Also evaluate each of the last this '
+                     'many rounds (a paper\'s mean over its last 10 rounds).')
 flags.DEFINE_string('output_dir', None,
                     'Where the run\'s results go: metrics.csv, tensorboard/, '
                     'summary.json, final_weights.npz, curves.png, '
@@ -379,6 +381,7 @@ def _run_config() -> runner.RunConfig:
   return runner.RunConfig(
       rounds=FLAGS.rounds, local_epochs=FLAGS.local_epochs,
       batch_size=FLAGS.batch_size, eval_every=FLAGS.eval_every,
+      eval_last=FLAGS.eval_last,
       seed=FLAGS.seed, output_dir=FLAGS.output_dir, quiet=FLAGS.quiet,
       checkpoint_every=FLAGS.checkpoint_every, resume=FLAGS.resume)
 
