@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 
 from bench import common
+from bench import protocols
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer('seeds', 3, 'Seeds per configuration (0..seeds-1).')
@@ -44,33 +45,14 @@ COMMON = ['--profile=longtail', '--imbalance_ratio=100', '--partition=tau',
           '--model=mlp', '--local_epochs=2', '--batch_size=32',
           '--client_lr=0.05', '--validation_fraction=0']
 
-_OFF = ('--nobalancefl_kd', '--nobalancefl_balanced_sampling',
-        '--nobalancefl_feature_aug', '--nobalancefl_smooth')
-
-
-def _only(*on: str) -> list[str]:
-  """--algo=balancefl with only the named components switched on."""
-  return ['--algo=balancefl'] + [
-      flag for flag in _OFF if flag[len('--no'):] not in on]
-
-
-# Table 4's rows, from FedAvg down to all components. FedAvg and `all` come
-# first so that, per seed, the two timed runs are back to back.
-FEDAVG = 'FedAvg'
-FULL = 'BalanceFL (all: KI + BS + FA + smooth)'
-CONFIGS = (
-    (FEDAVG, ['--algo=fedavg']),
-    (FULL, ['--algo=balancefl']),
-    ('+ balanced sampling (BS)', _only('balancefl_balanced_sampling')),
-    ('+ knowledge inheritance (KI) only', _only('balancefl_kd')),
-    ('KI + BS', _only('balancefl_kd', 'balancefl_balanced_sampling')),
-    ('KI + BS + feature aug (FA)',
-     _only('balancefl_kd', 'balancefl_balanced_sampling',
-           'balancefl_feature_aug')),
-)
-TABLE_ORDER = (FEDAVG, '+ balanced sampling (BS)',
-               '+ knowledge inheritance (KI) only', 'KI + BS',
-               'KI + BS + feature aug (FA)', FULL)
+# FedAvg and `all` come first so that, per seed, the two timed runs are back
+# to back; the table shows 003's order.
+FEDAVG = protocols.BALANCEFL_FEDAVG
+FULL = protocols.BALANCEFL_FULL
+_ROWS = dict(protocols.BALANCEFL_ABLATION)
+CONFIGS = tuple((name, list(_ROWS[name])) for name in (FEDAVG, FULL) +
+                tuple(n for n in _ROWS if n not in (FEDAVG, FULL)))
+TABLE_ORDER = tuple(_ROWS)
 BATCH_ABSENT = 'BalanceFL (all), absent classes per mini-batch'
 
 
