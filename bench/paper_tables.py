@@ -1,0 +1,377 @@
+"""Published tables and the runs that reproduce them: the machinery.
+
+A `PaperTable` (one part of a `bench.reproduce --table`) names its rows
+(methods, each with its flags), its columns (settings), the numbers it
+compares (`Measure`s, with the paper's numbers in the paper's unit) and its
+budgets. `make_table` runs the chosen cells through bench/common's grid, then
+`collect`s every finished run of every cell from the runs directory (so a
+table can be completed across sittings) and writes a markdown file with,
+per row, the paper's number, ours (mean ± std over the seeds it has), both
+differences to the first row and whether their signs agree, and a figure of
+those differences. A run's directory is named by its flags
+(`<table>/<budget>/<column flags>/<row flags>/seed<k>`), so a row that two
+parts share is one run. The tables themselves are in bench/seed_tables.py.
+"""
+
+import dataclasses
+import os
+import statistics
+import time
+from typing import Callable, Mapping, Optional, Sequence
+
+from matplotlib import figure as figure_lib
+from matplotlib.backends import backend_agg
+import numpy as np
+
+from bench import common
+from tff_imbalance import errors
+
+# Seeds looked for when a table collects finished runs.
+MAX_SEEDS = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """Rounds, local epochs and model of one budget of a table.
+
+  Attributes:
+    rounds: communication rounds.
+    local_epochs: local epochs per round.
+    model: the task's --model.
+    note: how it differs from the paper's, for the table's text.
+  """
+  rounds: int
+  local_epochs: int
+  model: str
+  note: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+  """A number of each run, and the paper's, in the paper's unit.
+
+  Attributes:
+    label: the column header, e.g. 'accuracy', 'Ac.M', 'AUC'.
+    read: (summary, rounds, last_rounds) -> the run's value as a fraction.
+    paper: (row, column) -> the paper's number; cells without one are blank.
+    scale: the paper's unit per fraction (100 for percent, 1 for fractions).
+  """
+  label: str
+  read: Callable[[dict, int, int], float]
+  paper: Mapping[tuple[str, str], float] = dataclasses.field(
+      default_factory=dict)
+  scale: float = 100.0
+
+
+def last_rounds_mean(metric: str) -> Callable[[dict, int, int], float]:
+  """The mean of `metric` over the evaluations of the last rounds."""
+  def read(summary: dict, rounds: int, last_rounds: int) -> float:
+    values = [e[metric] for e in summary['history']
+              if e['round'] > rounds - last_rounds]
+    if not values:
+      raise ValueError(f'no evaluation in the last {last_rounds} rounds.')
+    return statistics.fmean(values)
+  return read
+
+
+def monitor_cosine(summary: dict, rounds: int, last_rounds: int) -> float:
+  del rounds, last_rounds  # The mean over every round the monitor saw.
+  return summary['released']['monitor_cosine_similarity']['mean']
+
+
+@dataclasses.dataclass(frozen=True)
+class PaperTable:
+  """A published table and the runs that reproduce it.
+
+  Attributes:
+    name: the part's name (a --table is one or more parts).
+    title: the part's heading.
+    source: which paper and table, for the text.
+    task: the task module every run uses.
+    shared_flags: flags of every run (data, split, optimiser), budget aside.
+    rows: method label -> its flags (the first row is the baseline every
+      difference is taken to: FedAvg, or CE).
+    columns: setting label -> its flags.
+    measures: the compared numbers, the first the one whose difference to
+      the baseline row is compared with the paper's.
+    budgets: 'cpu' and 'paper' budgets.
+    last_rounds: the paper's number is the mean over this many last rounds
+      (1: the last evaluation).
+    notes: what else the reader must know (method settings, deviations).
+    ours_only: further measures of our runs (no published number).
+  """
+  name: str
+  title: str
+  source: str
+  task: str
+  shared_flags: tuple[str, ...]
+  rows: Mapping[str, tuple[str, ...]]
+  columns: Mapping[str, tuple[str, ...]]
+  measures: tuple[Measure, ...]
+  budgets: Mapping[str, Budget]
+  last_rounds: int
+  notes: str
+  ours_only: tuple[Measure, ...] = ()
+
+
+def budget_flags(budget: Budget, last_rounds: int) -> tuple[str, ...]:
+  # Every round of the last `last_rounds` is evaluated (the mean the paper
+  # reports); the others every 5 rounds, for the curves.
+  return (f'--rounds={budget.rounds}', f'--local_epochs={budget.local_epochs}',
+          f'--model={budget.model}', '--eval_every=5',
+          f'--eval_last={last_rounds}')
+
+
+def flags_slug(run_flags: Sequence[str], fallback: str) -> str:
+  """A directory name made of flags ('algo=fedfocal_psi=0.8'): a row or
+  column with the same flags in two parts of a table is one run."""
+  return common.slug(' '.join(f.lstrip('-') for f in run_flags)) or (
+      common.slug(fallback))
+
+
+def cell_runs(table: PaperTable, group: str, budget_name: str, column: str,
+              row: str, seeds: int) -> list[common.Run]:
+  """The runs of one cell at seeds 0..seeds-1, in
+  `group/budget/<column flags>/<row flags>/seed<k>`."""
+  budget = table.budgets[budget_name]
+  run_flags = (*table.shared_flags, *table.columns[column], *table.rows[row],
+               *budget_flags(budget, table.last_rounds))
+  return common.seeded_runs(
+      f'{group}/{budget_name}/'
+      f'{flags_slug(table.columns[column], column)}/'
+      f'{flags_slug(table.rows[row], row)}', table.task, run_flags, seeds)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """Our finished runs of one (row, column).
+
+  Attributes:
+    values: per measure (the table's, then its ours_only), per seed.
+    seconds_per_round: per seed, the median later-round seconds.
+  """
+  values: tuple[tuple[float, ...], ...]
+  seconds_per_round: tuple[float, ...]
+
+  @property
+  def seeds(self) -> int:
+    return len(self.seconds_per_round)
+
+  def mean(self, measure: int) -> float:
+    return statistics.fmean(self.values[measure])
+
+
+def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
+            ) -> dict[tuple[str, str], Cell]:
+  """Every finished run of every cell (seeds 0..MAX_SEEDS-1) in runs_dir."""
+  rounds = table.budgets[budget_name].rounds
+  measures = (*table.measures, *table.ours_only)
+  cells = {}
+  for column in table.columns:
+    for row in table.rows:
+      values, seconds = [[] for _ in measures], []
+      for run in cell_runs(table, group, budget_name, column, row,
+                           MAX_SEEDS):
+        summary = common.finished_summary(run, runs_dir)
+        if summary is None:
+          continue
+        for measure, kept in zip(measures, values):
+          kept.append(measure.read(summary, rounds, table.last_rounds))
+        seconds.append(common.round_seconds(
+            os.path.join(runs_dir, run.name))[1])
+      if seconds:
+        cells[(row, column)] = Cell(tuple(map(tuple, values)), tuple(seconds))
+  return cells
+
+
+def paper_difference(table: PaperTable, row: str,
+                      column: str) -> Optional[float]:
+  baseline = next(iter(table.rows))
+  paper = table.measures[0].paper
+  if row == baseline or (row, column) not in paper or (
+      (baseline, column) not in paper):
+    return None
+  return paper[(row, column)] - paper[(baseline, column)]
+
+
+def our_difference(table: PaperTable, cells: Mapping[tuple[str, str], Cell],
+                    row: str, column: str) -> Optional[float]:
+  baseline = next(iter(table.rows))
+  if row == baseline or (row, column) not in cells or (
+      (baseline, column) not in cells):
+    return None
+  return table.measures[0].scale * (cells[(row, column)].mean(0) -
+                                    cells[(baseline, column)].mean(0))
+
+
+def _format(value: float, scale: float) -> str:
+  return f'{value:.2f}' if scale != 1 else f'{value:.4f}'
+
+
+def column_table(table: PaperTable, column: str,
+                  cells: Mapping[tuple[str, str], Cell]) -> str:
+  first = table.measures[0]
+  header = ['method']
+  for measure in table.measures:
+    header += [f'{measure.label}: paper', f'{measure.label}: ours']
+  header += [f'{first.label}: paper − {next(iter(table.rows))}',
+             f'ours − {next(iter(table.rows))}', 'same sign']
+  header += [f'{m.label} (ours)' for m in table.ours_only]
+  header += ['seeds', 's/round']
+  lines = []
+  for row in table.rows:
+    cell = cells.get((row, column))
+    line = [row]
+    for index, measure in enumerate(table.measures):
+      paper = measure.paper.get((row, column))
+      line.append('' if paper is None else _format(paper, measure.scale))
+      line.append('not run yet' if cell is None else common.mean_std(
+          np.multiply(cell.values[index], measure.scale),
+          2 if measure.scale != 1 else 4))
+    paper_diff = paper_difference(table, row, column)
+    ours_diff = our_difference(table, cells, row, column)
+    agree = ''
+    if paper_diff is not None and ours_diff is not None:
+      agree = 'yes' if (paper_diff >= 0) == (ours_diff >= 0) else '**no**'
+    digits = 2 if first.scale != 1 else 4
+    line += ['' if paper_diff is None else f'{paper_diff:+.{digits}f}',
+             '' if ours_diff is None else f'{ours_diff:+.{digits}f}', agree]
+    for offset, measure in enumerate(table.ours_only, len(table.measures)):
+      line.append('' if cell is None else common.mean_std(
+          np.multiply(cell.values[offset], measure.scale),
+          2 if measure.scale != 1 else 4))
+    line += ['' if cell is None else str(cell.seeds),
+             '' if cell is None else
+             f'{statistics.median(cell.seconds_per_round):.1f}']
+    lines.append(line)
+  return common.markdown_table(header, lines)
+
+
+def plot(parts: Sequence[PaperTable],
+          cells: Mapping[str, Mapping[tuple[str, str], Cell]],
+          path: str) -> None:
+  """Per part and column: each row's difference to the baseline row in the
+  first measure, the paper's beside ours."""
+  panels = [(part, column) for part in parts for column in part.columns]
+  width = min(4, len(panels))
+  height = -(-len(panels) // width)
+  figure = figure_lib.Figure(figsize=(4.2 * width, 3.8 * height))
+  backend_agg.FigureCanvasAgg(figure)
+  axes = figure.subplots(height, width, squeeze=False).ravel()
+  for ax, (part, column) in zip(axes, panels):
+    methods = list(part.rows)[1:]
+    x = np.arange(len(methods))
+    paper = [paper_difference(part, m, column) for m in methods]
+    ours = [our_difference(part, cells[part.name], m, column)
+            for m in methods]
+    ax.bar(x - 0.2, [np.nan if v is None else v for v in paper], 0.4,
+           label='paper', color='#999999')
+    ax.bar(x + 0.2, [np.nan if v is None else v for v in ours], 0.4,
+           label='ours', color='#1f77b4')
+    ax.axhline(0, color='black', linewidth=0.8)
+    ax.set_xticks(x)
+    ax.set_xticklabels(methods, rotation=45, ha='right', fontsize=7)
+    ax.set_title(f'{part.title.split(":")[0]}\n{column}', fontsize=8)
+    ax.set_ylabel(f'{part.measures[0].label} − {next(iter(part.rows))}',
+                  fontsize=7)
+    ax.legend(fontsize=7)
+  for ax in axes[len(panels):]:
+    ax.set_visible(False)
+  figure.tight_layout()
+  figure.savefig(path, dpi=100)
+  print(f'wrote {path}')
+
+
+def part_text(part: PaperTable, group: str, budget_name: str) -> str:
+  budget = part.budgets[budget_name]
+  first_column, first_row = next(iter(part.columns)), next(iter(part.rows))
+  example = cell_runs(part, group, budget_name, first_column, first_row,
+                      1)[0]
+  return '\n\n'.join([
+      f'{part.source}, at budget `{budget_name}`: {budget.rounds} rounds, '
+      f'{budget.local_epochs} local epoch(s), model `{budget.model}` '
+      f'({budget.note}).',
+      f'Each run is `python -m {part.task} {" ".join(example.flags)}` with '
+      f'the column\'s and the row\'s flags in place of '
+      f'`{" ".join((*part.columns[first_column], *part.rows[first_row]))}` '
+      '(columns: ' + '; '.join(f'{c}: `{" ".join(f)}`'
+                               for c, f in part.columns.items()) +
+      '; rows: ' + '; '.join(f'{r}: `{" ".join(f)}`'
+                            for r, f in part.rows.items()) + ').',
+      part.notes])
+
+
+def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
+               seeds: int, options: common.GridOptions, output: str,
+               columns: Optional[Sequence[str]] = None,
+               rows: Optional[Sequence[str]] = None) -> None:
+  """Runs the chosen cells of a table's parts, then writes every finished one.
+
+  Args:
+    parts: the table's parts (one section each in the output).
+    name: the --table name; its runs live in `options.runs_dir/name`.
+    budget_name: 'cpu' or 'paper'.
+    seeds: run seeds 0..seeds-1 of each chosen cell.
+    options: the grid's options.
+    output: the markdown file; the figure goes beside it as .png.
+    columns: the columns to run now (None: all).
+    rows: the rows to run now (None: all).
+
+  Raises:
+    errors.UserInputError: naming a column or row no part has.
+  """
+  start = time.time()
+  all_columns = {c for part in parts for c in part.columns}
+  all_rows = {r for part in parts for r in part.rows}
+  unknown = sorted(set(columns or ()) - all_columns) + sorted(
+      set(rows or ()) - all_rows)
+  if unknown:
+    raise errors.UserInputError(
+        f'{", ".join(unknown)}: not a column or row of {name} (columns: '
+        f'{", ".join(sorted(all_columns))}; rows: '
+        f'{", ".join(sorted(all_rows))}).')
+  runs, seen = [], set()
+  for part in parts:
+    for column in part.columns:
+      for row in part.rows:
+        if (columns and column not in columns) or (rows and row not in rows):
+          continue
+        for run in cell_runs(part, name, budget_name, column, row, seeds):
+          if run.name not in seen:
+            seen.add(run.name)
+            runs.append(run)
+  grid = common.run_grid(runs, options)
+  if grid.dry_run:
+    return
+  for failed in grid.failures():
+    print(f'{failed.run.name}: failed ({failed.error}); left out of the '
+          'table', flush=True)
+  cells = {part.name: collect(part, name, budget_name, options.runs_dir)
+           for part in parts}
+  png = os.path.splitext(output)[0] + '.png'
+  plot(parts, cells, png)
+  common_text = (
+      '"ours" is mean ± std (population std) over the seeds each row has '
+      '("seeds"), each run\'s number being the mean over the evaluations of '
+      'its last rounds where the paper averages its last rounds (said per '
+      'table), else its last evaluation; "s/round" the median later-round '
+      'seconds of the runs (the machine ran other jobs too: a rough '
+      'figure). "paper − baseline" and "ours − baseline" are each row\'s '
+      'difference to the table\'s first row in the first measure; "same '
+      'sign" compares them. A row "not run yet" has no finished run: run '
+      'the command with `--rows`/`--columns` to add it (finished runs are '
+      f'reused). Figure: `{png}`.')
+  sections = []
+  for part in parts:
+    body = [f'## {part.title}', '', part_text(part, name, budget_name), '']
+    for column in part.columns:
+      body += [f'### {column}', '', column_table(part, column,
+                                                  cells[part.name]), '']
+    sections.append('\n'.join(body))
+  common.write_result(
+      output, ' / '.join(part.title for part in parts),
+      f'python -m bench.reproduce --table={name} --budget={budget_name} '
+      '--seeds=K [--columns=...] [--rows=...]',
+      common_text, '\n'.join(sections), elapsed_s=time.time() - start,
+      footer=grid.footer())
+

@@ -1,0 +1,127 @@
+"""bench.paper_tables: collecting finished runs into a published table's
+rows, the differences to the baseline row, and the seed tables' shapes."""
+
+import json
+import os
+
+import pytest
+
+from bench import common
+from bench import paper_tables
+from bench import seed_tables
+from tff_imbalance import errors
+
+
+def _table(**changes):
+  fields = dict(
+      name='t', title='T: a test table', source='paper 9 table 1',
+      task='tasks.mnist_lt', shared_flags=('--source=idx',),
+      rows={'FedAvg': ('--algo=fedavg',), 'A': ('--algo=a',),
+            'B': ('--algo=b',)},
+      columns={'IR 10': ('--imbalance_ratio=10',)},
+      measures=(paper_tables.Measure(
+          'accuracy', paper_tables.last_rounds_mean('accuracy'),
+          {('FedAvg', 'IR 10'): 90.0, ('A', 'IR 10'): 92.0,
+           ('B', 'IR 10'): 91.0}),),
+      budgets={'cpu': paper_tables.Budget(4, 1, 'mlp', 'small')},
+      last_rounds=2, notes='')
+  fields.update(changes)
+  return paper_tables.PaperTable(**fields)
+
+
+def _finish(runs_dir, run, accuracies_by_round, seconds=(3.0, 1.0, 1.0, 1.0)):
+  """Writes what a finished run leaves: record, summary, metrics.csv."""
+  run_dir = os.path.join(runs_dir, run.name)
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, common.RECORD_FILE), 'w') as f:
+    json.dump(dict(task=run.task, flags=list(run.flags), commit='x'), f)
+  history = [dict(round=r, accuracy=a, minority_accuracy=a / 2)
+             for r, a in accuracies_by_round.items()]
+  with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
+    json.dump(dict(history=history), f)
+  with open(os.path.join(run_dir, 'metrics.csv'), 'w') as f:
+    f.write('round,round_seconds\n' + ''.join(
+        f'{r},{s}\n' for r, s in enumerate(seconds, 1)))
+
+
+def test_ours_is_the_last_rounds_mean_and_differences_go_to_the_first_row(
+    tmp_path):
+  table = _table()
+  runs_dir = str(tmp_path)
+  cell = lambda row, seeds: paper_tables.cell_runs(table, 't', 'cpu', 'IR 10',
+                                                   row, seeds)
+  # FedAvg: seeds at (0.8+0.9)/2 = 0.85 and 0.75; round 2 is outside the
+  # last 2 rounds and must not count.
+  _finish(runs_dir, cell('FedAvg', 2)[0], {2: 0.1, 3: 0.8, 4: 0.9})
+  _finish(runs_dir, cell('FedAvg', 2)[1], {2: 0.1, 3: 0.7, 4: 0.8})
+  # A beats FedAvg by 2 points like the paper; B loses 1 where the paper
+  # gains 1; the run of seed 1 of A has other flags (another protocol) and
+  # must be ignored.
+  _finish(runs_dir, cell('A', 1)[0], {3: 0.82, 4: 0.82})
+  _finish(runs_dir, cell('B', 1)[0], {3: 0.79, 4: 0.79})
+  cells = paper_tables.collect(table, 't', 'cpu', runs_dir)
+  assert cells[('FedAvg', 'IR 10')].values[0] == pytest.approx((0.85, 0.75))
+  assert cells[('FedAvg', 'IR 10')].seeds == 2
+  assert paper_tables.our_difference(table, cells, 'A', 'IR 10') == (
+      pytest.approx(2.0))
+  assert paper_tables.our_difference(table, cells, 'B', 'IR 10') == (
+      pytest.approx(-1.0))
+  assert paper_tables.paper_difference(table, 'B', 'IR 10') == 1.0
+  text = paper_tables.column_table(table, 'IR 10', cells)
+  line = {l.split(' | ')[0].strip('| '): l for l in text.splitlines()}
+  assert '80.00 ± 5.00' in line['FedAvg'] and '+2.00' in line['A']
+  assert line['A'].count('yes') == 1 and '**no**' in line['B']
+
+
+def test_a_cell_without_finished_runs_says_not_run_yet(tmp_path):
+  table = _table()
+  cells = paper_tables.collect(table, 't', 'cpu', str(tmp_path))
+  assert cells == {}
+  assert paper_tables.column_table(table, 'IR 10', cells).count(
+      'not run yet') == 3
+
+
+def test_make_table_refuses_an_unknown_row(tmp_path):
+  with pytest.raises(errors.UserInputError, match='Nope: not a column or row'):
+    paper_tables.make_table(
+        (_table(),), 't', 'cpu', 1,
+        common.GridOptions(runs_dir=str(tmp_path), dry_run=True),
+        str(tmp_path / 'out.md'), rows=['Nope'])
+
+
+def _run_names(name, seeds=1):
+  return [run.name for part in seed_tables.TABLES[name]
+          for column in part.columns for row in part.rows
+          for run in paper_tables.cell_runs(part, name, 'cpu', column, row,
+                                            seeds)]
+
+
+def test_rows_shared_by_parts_of_a_table_are_one_run():
+  names = _run_names('fedfocal_t3')
+  # 000 table 5's gamma 2.0 (psi 0) is table 6's psi 0.0 and table 4's CE and
+  # Fed-Focal at ratio 0.10 are table 5's CE and table 6's psi 0.8.
+  assert len(names) == 17 and len(set(names)) == 14
+
+
+@pytest.mark.parametrize('name', sorted(seed_tables.TABLES))
+def test_every_seed_table_names_real_rows_columns_and_budgets(name):
+  for part in seed_tables.TABLES[name]:
+    assert set(part.budgets) == {'cpu', 'paper'}, part.name
+    for measure in part.measures:
+      assert measure.paper, part.name
+      assert set(measure.paper) <= {(r, c) for r in part.rows
+                                    for c in part.columns}, part.name
+    for column in part.columns:
+      for row in part.rows:
+        flags = paper_tables.cell_runs(part, name, 'cpu', column, row,
+                                       1)[0].flags
+        algos = [f for f in flags if f.startswith('--algo=')]
+        assert len(algos) == 1, (part.name, row)
+  assert len(set(_run_names(name))) == len(
+      {tuple(f) for f in [run_flags for run_flags in _flag_sets(name)]})
+
+
+def _flag_sets(name):
+  return [paper_tables.cell_runs(part, name, 'cpu', column, row, 1)[0].flags
+          for part in seed_tables.TABLES[name] for column in part.columns
+          for row in part.rows]
