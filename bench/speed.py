@@ -19,6 +19,13 @@ clients of a fixed cohort, one local epoch), it measures:
    population grows (each client holds `--population_client_size` examples).
 5. **Workers**: seconds per round with 1 vs. 2 local TFF workers
    (`bench.remote_speed`), where that module exists.
+6. **In process**: seconds per round of `--executor_algos` run by TFF's
+   worker and by the in-process path on the CPU (`--executor=inprocess
+   --device=cpu`), alternated `--executor_repeats` times in this process,
+   against each other and against the plain-TF floor of section 1.
+
+`--sections` picks some of them (methods, memory, population, workers,
+inprocess).
 
 Timings on a shared machine are noisy, so everything is a ratio measured in
 this one run; the targets (FedAvg <= 1.15x the floor for the CNN, each method
@@ -59,6 +66,7 @@ from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
 FLAGS = flags.FLAGS
+_SECTIONS = ('methods', 'memory', 'population', 'workers', 'inprocess')
 
 flags.DEFINE_string('model', 'cnn', 'Model of the floor and method rows.')
 flags.DEFINE_integer('rounds', 6, 'Rounds per timing (the first is apart).')
@@ -71,6 +79,12 @@ flags.DEFINE_list('population_sizes', ['100', '400', '1600', '3400'],
                   'Client populations of section 4.')
 flags.DEFINE_integer('population_client_size', 20,
                      'Examples per client in section 4.')
+flags.DEFINE_list('executor_algos', ['fedavg', 'redgrape'],
+                  'Algorithms of section 6 (in-process vs. the worker).')
+flags.DEFINE_integer('executor_repeats', 2,
+                     'Section 6: runs per executor, alternated.')
+flags.DEFINE_list('sections', list(_SECTIONS),
+                  'Sections to run (the others are left out of the result).')
 flags.DEFINE_string('output', 'results/speed.md', 'Markdown result.')
 
 _SEED = 0
@@ -337,19 +351,75 @@ def _section_workers(lines: list[str]) -> None:
             remote_speed.markdown_section(FLAGS.rounds), '']
 
 
+def _section_inprocess(source, lines: list[str]) -> None:
+  parts = partition.iid_partition(len(source.train.y), FLAGS.num_clients,
+                                  _SEED)
+  data = _federated(source.train, parts, source.num_classes)
+  context = _context(data, source)
+  model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
+                                  source.num_classes, _SEED)
+  floor_first, floor_median = _floor_seconds(
+      model_spec, data, selection.UniformSelector(
+          data.num_clients, FLAGS.clients_per_round, _SEED))
+  rows = [('plain TF loop (floor)', '-', f'{floor_first:.2f}',
+           f'{floor_median:.3f}', '-', '1.00x')]
+  for algo in FLAGS.executor_algos:
+    process, _ = _build(algo, model_spec, context)
+    seconds = collections.defaultdict(list)
+    for _ in range(FLAGS.executor_repeats):
+      # Alternated, so that a change in the machine's load reaches both.
+      for executor in runtime.EXECUTORS:
+        runtime.set_execution_context(executor, device='cpu')
+        seconds[executor].append(_run_rounds(
+            process, data, _selector(algo, data.num_clients), FLAGS.rounds))
+    runtime.set_local_execution_context()
+    medians = {executor: statistics.median(m for _, m in runs)
+               for executor, runs in seconds.items()}
+    for executor, runs in seconds.items():
+      rows.append((
+          algo, executor, ', '.join(f'{f:.2f}' for f, _ in runs),
+          f'{medians[executor]:.3f}',
+          f'{medians[executor] / medians["worker"]:.2f}x',
+          f'{medians[executor] / floor_median:.2f}x'))
+      print(f'{algo} {executor}: median {medians[executor]:.3f} s/round',
+            flush=True)
+  lines += [
+      '## 6. In-process execution vs. TFF\'s worker, CPU', '',
+      f'Model `{FLAGS.model}`, the data and cohort of section 1 '
+      f'({FLAGS.clients_per_round} clients per round, 1 local epoch, batch '
+      f'{FLAGS.batch_size}); each executor ran {FLAGS.executor_repeats} '
+      f'times, alternated, {FLAGS.rounds} rounds each; "median s/round" is '
+      'the median over those runs of each run\'s median of rounds 2..'
+      f'{FLAGS.rounds}. The worker trains {os.cpu_count()} clients at once '
+      f'(its default), the in-process path as many on as many threads.', '',
+      common.markdown_table(
+          ['', 'executor', 'first round (s), per run', 'median s/round',
+           'vs. worker', 'vs. floor'], rows), '']
+
+
 def main(argv):
   del argv
   start = time.time()
   runtime.set_local_execution_context()
   source = _source()
+  unknown = sorted(set(FLAGS.sections) - set(_SECTIONS))
+  if unknown:
+    raise app.UsageError(f'--sections: {", ".join(unknown)} not among '
+                         f'{", ".join(_SECTIONS)}.')
   lines = []
-  _section_floor_and_methods(source, lines)
-  _section_memory(source, lines)
-  _section_population(source, lines)
-  _section_workers(lines)
+  sections = dict(
+      methods=lambda: _section_floor_and_methods(source, lines),
+      memory=lambda: _section_memory(source, lines),
+      population=lambda: _section_population(source, lines),
+      workers=lambda: _section_workers(lines),
+      inprocess=lambda: _section_inprocess(source, lines))
+  for name in _SECTIONS:
+    if name in FLAGS.sections:
+      sections[name]()
   command = 'python -m bench.speed ' + ' '.join(
       f'--{name}={FLAGS[name].value if not isinstance(FLAGS[name].value, list) else ",".join(FLAGS[name].value)}'
-      for name in ('model', 'rounds', 'memory_rounds')
+      for name in ('model', 'rounds', 'memory_rounds', 'sections',
+                   'executor_algos', 'executor_repeats')
       if FLAGS[name].present)
   common.write_result(
       FLAGS.output, 'Simulation speed', command.strip(),

@@ -15,8 +15,9 @@ graph), and the resulting building blocks are interpreted here:
     (`tf.data.experimental.to_variant` / `from_variant`);
   * the federated intrinsics that the compiled `initialize` and `next` of
     every registered algorithm hold (`INTRINSICS`, listed by compiling them
-    all): client work runs once per client, in client order, each client on
-    its device; `federated_aggregate` folds `accumulate` over the clients in
+    all): client work runs once per client, `concurrent_clients` at a time
+    (threads, each call on its own import of the graph), each client on its
+    device, results kept in client order; `federated_aggregate` folds `accumulate` over the clients in
     order from `zero` and applies `report` (TFF's C++ federating executor
     does the same and never calls `merge`), so the arithmetic, and on CPU the
     weights, match the worker's bit for bit.
@@ -32,7 +33,9 @@ the first; it records the devices TensorFlow actually placed results on.
 """
 
 import collections
+from concurrent import futures
 import itertools
+import os
 from collections.abc import Callable, Sequence
 import threading
 from typing import Any, Optional
@@ -114,14 +117,26 @@ class Placement:
 
   Attributes:
     devices: the logical devices work is placed on.
+    concurrent_clients: clients whose work runs at once (threads); default
+      the CPU cores on CPU, the number of GPUs on GPUs.
     used: the devices of the tensors that computations returned (TF's
       placement), sorted; one list, filled in place while computations run.
   """
 
-  def __init__(self, devices: Sequence[str]):
+  def __init__(self, devices: Sequence[str],
+               concurrent_clients: Optional[int] = None):
     self.devices = tuple(devices)
     self.used: list[str] = []
     self._lock = threading.Lock()
+    if concurrent_clients is None:
+      # On CPU as many clients at once as cores (the worker's default); on
+      # GPUs one per GPU.
+      concurrent_clients = (len(self.devices) if any(
+          'GPU' in d for d in self.devices) else (os.cpu_count() or 1))
+    if concurrent_clients < 1:
+      raise errors.UserInputError(
+          f'concurrent clients must be >= 1 (got {concurrent_clients}).')
+    self.concurrent_clients = concurrent_clients
 
   def client_device(self, client_index: int) -> str:
     # Round-robin: with several GPUs each holds an equal share of the cohort.
@@ -232,13 +247,38 @@ def _from_graph_output(tensor: tf.Tensor, type_spec: tff.Type) -> Any:
   return tensor
 
 
+class _GraphReplica:
+  """One import of a computation's graph, with variables of its own."""
+
+  def __init__(self, graph_def, parameter_specs, parameter_names,
+               result_names, init_op):
+    def import_graph(*flat_arguments):
+      return tf.graph_util.import_graph_def(
+          graph_def, input_map=dict(zip(parameter_names, flat_arguments)),
+          return_elements=result_names, name='')
+
+    graph = tf.compat.v1.wrap_function(import_graph, parameter_specs)
+    # The worker runs `initialize_op` (variable initializers), then the
+    # results. Control edges from it cannot reach into the while-loop frames
+    # that grappler left in the graph, so it runs as its own call first,
+    # on the same resources.
+    self.results = graph.prune(graph.inputs, graph.outputs)
+    self.initialize = (
+        graph.prune(graph.inputs,
+                    graph.graph.get_operation_by_name(init_op.split(':')[0]))
+        if init_op else None)
+
+
 class TensorFlowFunction:
   """A `CompiledComputation`'s graph as an eager callable.
 
-  The graph is imported once; each call runs it with TensorFlow's eager
-  function runtime on the device scope current at the call. Calls must not
-  overlap (the interpreter makes them one at a time): the variables of one
-  graph are shared by its calls.
+  Each call runs the graph with TensorFlow's eager function runtime on the
+  device scope current at the call. Calls may overlap (the clients of a
+  round run on several threads): a call takes an import of the graph that
+  no other call is using, importing another only when all are busy, so
+  concurrent calls never share variables and at most one import per
+  concurrent client exists. Every call runs the graph's initializer first,
+  so which import a call gets does not change its result.
   """
 
   def __init__(self, comp: building_blocks.CompiledComputation):
@@ -250,39 +290,39 @@ class TensorFlowFunction:
     self._parameter_type = comp.type_signature.parameter
     self._result_type = comp.type_signature.result
     self._result_leaf_types = structure.flatten(self._result_type)
-    parameter_names = (
+    self._parameter_names = (
         tensorflow_utils.extract_tensor_names_from_binding(tf_proto.parameter)
         if self._parameter_type is not None else [])
-    result_names = tensorflow_utils.extract_tensor_names_from_binding(
+    self._result_names = tensorflow_utils.extract_tensor_names_from_binding(
         tf_proto.result)
-    graph_def = _with_own_resources(
-        serialization_utils.unpack_graph_def(tf_proto.graph_def),
-        f'_inprocess_{next(_GRAPH_COUNTER)}')
-    init_op = tf_proto.initialize_op
+    self._graph_def = serialization_utils.unpack_graph_def(
+        tf_proto.graph_def)
+    self._init_op = tf_proto.initialize_op
+    self._free: list[_GraphReplica] = []
+    self._lock = threading.Lock()
 
-    def import_graph(*flat_arguments):
-      return tf.graph_util.import_graph_def(
-          graph_def, input_map=dict(zip(parameter_names, flat_arguments)),
-          return_elements=result_names, name='')
-
-    graph = tf.compat.v1.wrap_function(import_graph,
-                                       _flat_specs(self._parameter_type))
-    # The worker runs `initialize_op` (variable initializers), then the
-    # results. Control edges from it cannot reach into the while-loop frames
-    # that grappler left in the graph, so it runs as its own call first,
-    # on the same resources.
-    self._results = graph.prune(graph.inputs, graph.outputs)
-    self._initialize = (
-        graph.prune(graph.inputs,
-                    graph.graph.get_operation_by_name(init_op.split(':')[0]))
-        if init_op else None)
+  def _acquire(self) -> _GraphReplica:
+    with self._lock:
+      if self._free:
+        return self._free.pop()
+      # Imported under the lock: graph construction is not made to race.
+      return _GraphReplica(
+          _with_own_resources(self._graph_def,
+                              f'_inprocess_{next(_GRAPH_COUNTER)}'),
+          _flat_specs(self._parameter_type), self._parameter_names,
+          self._result_names, self._init_op)
 
   def __call__(self, argument: Any = None) -> Any:
     flat_arguments = ([] if self._parameter_type is None else
                       [_to_graph_input(v) for v in structure.flatten(argument)])
-    if self._initialize is not None:
-      self._initialize(*flat_arguments)
-    flat_results = self._results(*flat_arguments)
+    replica = self._acquire()
+    try:
+      if replica.initialize is not None:
+        replica.initialize(*flat_arguments)
+      flat_results = replica.results(*flat_arguments)
+    finally:
+      with self._lock:
+        self._free.append(replica)
     results = [_from_graph_output(t, leaf_type) for t, leaf_type
                in zip(flat_results, self._result_leaf_types)]
     if isinstance(self._result_type, tff.StructType):
@@ -320,10 +360,21 @@ def _map(interp, argument):
   fn, value = _pair(argument)
   if not isinstance(value, ClientValues):  # federated_map at SERVER.
     return _apply_at_server(interp, argument)
-  results = []
-  for index, client_value in enumerate(value.values):
+  def client_work(index_and_value):
+    index, client_value = index_and_value
     with tf.device(interp.placement.client_device(index)):
-      results.append(fn(client_value))
+      return fn(client_value)
+
+  # Clients run `concurrent_clients` at a time, as the worker runs
+  # `max_concurrent_computation_calls`; results keep client order, so the
+  # aggregation that follows folds them in the same order either way.
+  items = list(enumerate(value.values))
+  if interp.placement.concurrent_clients > 1 and len(items) > 1:
+    with futures.ThreadPoolExecutor(
+        max_workers=interp.placement.concurrent_clients) as pool:
+      results = list(pool.map(client_work, items))
+  else:
+    results = [client_work(item) for item in items]
   interp.placement.record(results[0] if results else None)
   return ClientValues(results)
 
