@@ -26,6 +26,11 @@ clients of a fixed cohort, one local epoch), it measures:
    --device=cpu`), alternated `--executor_repeats` times in this process,
    against each other and against the plain-TF floor of section 1.
 
+7. **Profile**: where a round of `--profile_algo` goes: building the
+   process (tracing), the first round (compilation), and per later round
+   the client data, client work, aggregation and server work, timed per
+   federated intrinsic on the in-process path, beside the worker's round.
+
 `--sections` picks some of them (methods, memory, population, workers,
 inprocess).
 
@@ -69,7 +74,8 @@ from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
 FLAGS = flags.FLAGS
-_SECTIONS = ('methods', 'memory', 'population', 'workers', 'inprocess')
+_SECTIONS = ('methods', 'memory', 'population', 'workers', 'inprocess',
+             'profile')
 
 flags.DEFINE_string('model', 'cnn', 'Model of the floor and method rows.')
 flags.DEFINE_enum('dataset', 'mnist', ['mnist', 'femnist'],
@@ -95,6 +101,8 @@ flags.DEFINE_list('executor_algos', ['fedavg', 'redgrape'],
                   'Algorithms of section 6 (in-process vs. the worker).')
 flags.DEFINE_integer('executor_repeats', 2,
                      'Section 6: runs per executor, alternated.')
+flags.DEFINE_string('profile_algo', 'redgrape',
+                    'Section 7: the algorithm whose round is profiled.')
 flags.DEFINE_list('sections', list(_SECTIONS),
                   'Sections to run (the others are left out of the result).')
 flags.DEFINE_string('output', 'results/speed.md', 'Markdown result.')
@@ -452,6 +460,87 @@ def _section_inprocess(source, lines: list[str]) -> None:
            'vs. worker', 'vs. floor'], rows), '']
 
 
+# What each intrinsic's time is, for the profile.
+_PROFILE_PARTS = (
+    ('client work (federated_map)', ('federated_map',
+                                     'federated_map_all_equal')),
+    ('aggregation (federated_aggregate)', ('federated_aggregate',)),
+    ('server work (federated_apply, eval at server)',
+     ('federated_apply', 'federated_eval_at_server')),
+)
+
+
+def _profiled_rounds(process, data, selector) -> tuple[list, list, list]:
+  """Runs FLAGS.rounds rounds; per round: data seconds, next seconds, and
+  the in-process seconds per intrinsic (empty on the worker)."""
+  data_s, next_s, parts = [], [], []
+  state = process.initialize()
+  for round_num in range(1, FLAGS.rounds + 1):
+    start = time.monotonic()
+    inputs = data.round_inputs(
+        selector.select(round_num, None), round_num=round_num,
+        local_epochs=1, batch_size=FLAGS.batch_size, seed=_SEED,
+        with_validation=selector.needs_validation,
+        with_client_index=runner.wants_client_index(process),
+        with_population=runner.wants_population(process))
+    data_s.append(time.monotonic() - start)
+    before = collections.Counter(runtime.inprocess_seconds() or {})
+    start = time.monotonic()
+    state = process.next(state, inputs).state
+    next_s.append(time.monotonic() - start)
+    after = collections.Counter(runtime.inprocess_seconds() or {})
+    after.subtract(before)
+    parts.append(after)
+  return data_s, next_s, parts
+
+
+def _section_profile(source, lines: list[str]) -> None:
+  algo = FLAGS.profile_algo
+  source, data, what = _method_data(source)
+  context = _context(data, source)
+  model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
+                                  source.num_classes, _SEED)
+  # One process for both executors: building it (tracing) does not depend
+  # on where it runs.
+  process, build_s = _build(algo, model_spec, context)
+  rows = [('-', 'build the process (tracing, once)', f'{build_s:.2f}', '')]
+  for executor in runtime.EXECUTORS:
+    runtime.set_execution_context(executor, device='cpu')
+    data_s, next_s, parts = _profiled_rounds(
+        process, data, _selector(algo, data.num_clients))
+    later = slice(1, None)
+    median_next = statistics.median(next_s[later])
+    rows.append((executor, 'round 1 (compilation + run)', f'{next_s[0]:.2f}',
+                 ''))
+    rows.append((executor, 'client data per round (numpy, tf.data)',
+                 f'{statistics.median(data_s[later]):.3f}', ''))
+    rows.append((executor, 'process.next per later round (median)',
+                 f'{median_next:.3f}', '100%'))
+    if executor == 'inprocess':
+      accounted = 0.0
+      for label, uris in _PROFILE_PARTS:
+        seconds = statistics.median(
+            sum(p[u] for u in uris) for p in parts[later])
+        accounted += seconds
+        rows.append((executor, f'  {label}', f'{seconds:.3f}',
+                     f'{100 * seconds / median_next:.0f}%'))
+      rows.append((executor, '  the rest (Python, TFF\'s context, '
+                   'conversions)', f'{median_next - accounted:.3f}',
+                   f'{100 * (median_next - accounted) / median_next:.0f}%'))
+    print(f'profile {algo} {executor}: round 1 {next_s[0]:.2f} s, later '
+          f'{median_next:.3f} s', flush=True)
+  runtime.set_local_execution_context()
+  lines += [
+      f'## 7. Where a round of {algo} goes', '',
+      f'Model `{FLAGS.model}`, {what}, {FLAGS.clients_per_round} clients per '
+      f'round, 1 local epoch, {FLAGS.rounds} rounds on each executor; the '
+      'in-process path times each federated intrinsic (the worker is one '
+      'opaque call). Seconds; medians over rounds 2..'
+      f'{FLAGS.rounds}.', '',
+      common.markdown_table(['executor', 'part', 'seconds', 'share'], rows),
+      '']
+
+
 def main(argv):
   del argv
   start = time.time()
@@ -467,7 +556,8 @@ def main(argv):
       memory=lambda: _section_memory(source, lines),
       population=lambda: _section_population(source, lines),
       workers=lambda: _section_workers(lines),
-      inprocess=lambda: _section_inprocess(source, lines))
+      inprocess=lambda: _section_inprocess(source, lines),
+      profile=lambda: _section_profile(source, lines))
   for name in _SECTIONS:
     if name in FLAGS.sections:
       sections[name]()
@@ -475,7 +565,7 @@ def main(argv):
       f'--{name}={FLAGS[name].value if not isinstance(FLAGS[name].value, list) else ",".join(FLAGS[name].value)}'
       for name in ('model', 'dataset', 'local_epochs', 'algos', 'rounds',
                    'memory_rounds', 'sections', 'executor_algos',
-                   'executor_repeats')
+                   'executor_repeats', 'profile_algo')
       if FLAGS[name].present)
   common.write_result(
       FLAGS.output, 'Simulation speed', command.strip(),

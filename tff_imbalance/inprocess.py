@@ -38,6 +38,7 @@ import itertools
 import os
 from collections.abc import Callable, Sequence
 import threading
+import time
 from typing import Any, Optional
 
 import tensorflow as tf
@@ -119,6 +120,9 @@ class Placement:
     devices: the logical devices work is placed on.
     concurrent_clients: clients whose work runs at once (threads); default
       the CPU cores on CPU, the number of GPUs on GPUs.
+    seconds: wall seconds spent in each federated intrinsic (by URI), summed
+      over every computation run so far: a profile of client work
+      (`federated_map`), aggregation and server work.
     used: the devices of the tensors that computations returned (TF's
       placement), sorted; one list, filled in place while computations run.
   """
@@ -137,6 +141,7 @@ class Placement:
       raise errors.UserInputError(
           f'concurrent clients must be >= 1 (got {concurrent_clients}).')
     self.concurrent_clients = concurrent_clients
+    self.seconds: collections.Counter = collections.Counter()
 
   def client_device(self, client_index: int) -> str:
     # Round-robin: with several GPUs each holds an equal share of the cohort.
@@ -508,7 +513,18 @@ def _evaluate_intrinsic(interp, comp, env):
     raise UnsupportedIntrinsicError(
         f'the in-process path does not implement the intrinsic {comp.uri!r} '
         f'(it runs {", ".join(sorted(INTRINSICS))}); use --executor=worker.')
-  return lambda argument=None: implementation(interp, argument)
+  seconds = interp.placement.seconds
+
+  def timed(argument=None):
+    # Wall time per intrinsic (client work = federated_map at clients,
+    # aggregation, server work), summed: where a round's time goes.
+    start = time.perf_counter()
+    try:
+      return implementation(interp, argument)
+    finally:
+      seconds[comp.uri] += time.perf_counter() - start
+
+  return timed
 
 
 def _evaluate_compiled(interp, comp, env):

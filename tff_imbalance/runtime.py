@@ -51,6 +51,7 @@ TFF's source and checked here, are enforced with one clear message each:
 
 import atexit
 from concurrent import futures
+import collections
 import os
 import queue
 import signal
@@ -330,6 +331,25 @@ def set_inprocess_execution_context(device: str = 'auto') -> None:
       inprocess.build_execution_context(placement))
   # The placement's own list, filled in while computations run.
   _record_execution('inprocess', placement.used)
+  _INPROCESS_SECONDS.clear()
+  _INPROCESS_SECONDS.append(placement.seconds)
+
+
+# The active in-process placement's seconds per intrinsic (a one-item list).
+_INPROCESS_SECONDS: list = []
+
+
+def inprocess_seconds() -> Optional[collections.Counter]:
+  """Seconds spent in each federated intrinsic on the in-process path.
+
+  Live while it runs: `federated_map` is client work (and small server
+  maps), `federated_aggregate` the aggregation, `federated_apply` and
+  `federated_eval_at_server` server work. None unless the in-process path
+  is the context (TFF's worker shows no such breakdown).
+  """
+  if _EXECUTION.get('executor') != 'inprocess' or not _INPROCESS_SECONDS:
+    return None
+  return _INPROCESS_SECONDS[0]
 
 
 EXECUTORS = ('worker', 'inprocess')
