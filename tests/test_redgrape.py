@@ -272,3 +272,58 @@ def test_end_to_end_with_the_runner(runs):
 def test_bad_flags_name_the_flag(flag, value):
   with pytest.raises(errors.UserInputError, match=f'--{flag}'):
     registry.make_options('redgrape', **{flag: value})
+
+
+def test_the_fast_eq12_equals_the_per_class_definition():
+  # balanced_part + prototype_part (the loop's form) against
+  # rebalancing_gradients over class_mean_gradients (eq. 12 as written),
+  # on a balanced set where classes 0 and 2 of 4 are eligible (T = 3).
+  rng = np.random.default_rng(0)
+  num_classes, dim, threshold = 4, 5, 3
+  features = tf.constant(rng.normal(size=[6, dim]), tf.float32)
+  labels = tf.constant([0, 0, 0, 2, 2, 2], tf.int64)
+  kernel = tf.constant(rng.normal(size=[dim, num_classes]), tf.float32)
+  bias = tf.constant(rng.normal(size=[num_classes]), tf.float32)
+  eligible = tf.constant([1.0, 0.0, 1.0, 0.0])
+  prototypes = collections.OrderedDict(
+      values=collections.OrderedDict(
+          kernel=tf.constant(rng.normal(size=[num_classes, dim, num_classes]),
+                             tf.float32),
+          bias=tf.constant(rng.normal(size=[num_classes, num_classes]),
+                           tf.float32)),
+      mask=tf.constant([1.0, 1.0, 1.0, 0.0]))
+  real = classifier_gradients.class_mean_gradients(
+      features, labels, kernel, bias, num_classes)['values']
+  expected = redgrape.rebalancing_gradients(real, eligible, prototypes,
+                                            num_classes)
+  fast = tf.nest.map_structure(
+      tf.add,
+      redgrape.balanced_part(features, labels, kernel, bias, threshold,
+                             num_classes),
+      redgrape.prototype_part(eligible, prototypes, num_classes))
+  for name in ('kernel', 'bias'):
+    np.testing.assert_allclose(fast[name], expected[name], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_the_compact_balanced_set_keeps_only_eligible_classes():
+  selected = collections.OrderedDict(
+      x=tf.reshape(tf.range(6, dtype=tf.float32), [6, 1]),
+      y=tf.constant([0, 0, 1, 1, 2, 2], tf.int64),
+      eligible=tf.constant([1.0, 0.0, 1.0]))
+  compact = redgrape.compact_balanced_set(selected, 2)
+  np.testing.assert_array_equal(compact['y'], [0, 0, 2, 2])
+  np.testing.assert_array_equal(compact['x'][:, 0], [0, 1, 4, 5])
+
+
+def test_clients_without_a_balanced_set_train_with_a_cnn():
+  # T above every class count: every client's balanced set is empty, and the
+  # step must not run the features on an empty batch (the worker's CPU
+  # convolutions reject one); g_bal is then the prototypes' part alone.
+  pool, _ = _data()
+  cnn = spec_lib.ModelSpec('cnn', (6, 6, 1), NUM_CLASSES, seed=0)
+  process = registry.build_process(
+      'redgrape', cnn, _CONFIG, _context(),
+      redgrape.RedGrapeOptions(rebalance_strength=0.1, threshold=100))
+  weights, _ = _rounds(process, pool, 2)
+  assert all(np.all(np.isfinite(w)) for w in weights[-1].trainable)

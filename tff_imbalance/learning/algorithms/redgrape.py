@@ -116,6 +116,10 @@ def rebalancing_gradients(local: collections.OrderedDict,
                           num_classes: int) -> collections.OrderedDict:
   """Eq. 12: balanced-set gradients where held, global prototypes elsewhere.
 
+  The definition, from per-class values; the local loop computes the same
+  sum as `balanced_part` + `prototype_part` (tested equal), without the
+  per-class [C, d, C] tensor at every step.
+
   Args:
     local: per-class gradient values on the balanced set
       (`OrderedDict(kernel=[C, d, C], bias=[C, C])`).
@@ -131,6 +135,63 @@ def rebalancing_gradients(local: collections.OrderedDict,
       lambda real, proto: (tf.tensordot(eligible, real, 1) + tf.tensordot(
           from_prototypes, proto, 1)) / num_classes, local,
       prototypes[class_mean.VALUES])
+
+
+def prototype_part(eligible: tf.Tensor, prototypes: collections.OrderedDict,
+                   num_classes: int) -> collections.OrderedDict:
+  """Eq. 12's prototype term, (1/C) sum_{c not in L^bal_k} g_pro_c.
+
+  Fixed for a client's round (the prototypes and L^bal_k are), so it is
+  taken once in `prepare`, not at every step: the [C, d, C] prototypes are
+  read once per round.
+  """
+  from_prototypes = prototypes[class_mean.MASK] * (1.0 - eligible)
+  return tf.nest.map_structure(
+      lambda proto: tf.tensordot(from_prototypes, proto, 1) / num_classes,
+      prototypes[class_mean.VALUES])
+
+
+def balanced_part(features: tf.Tensor, labels: tf.Tensor, kernel: tf.Tensor,
+                  bias: tf.Tensor, threshold: int,
+                  num_classes: int) -> collections.OrderedDict:
+  """Eq. 12's balanced-set term, (1/C) sum_{c in L^bal_k} g_bal_c.
+
+  Every class of the (compacted) balanced set has exactly T examples, so
+  the sum over its classes of the per-class mean gradients is the sum of
+  all its examples' gradients over T: one [d, N] x [N, C] matmul
+  (`classifier_gradients.mean_gradients` times N / T) instead of the
+  [C, d, C] per-class tensor, C times fewer multiply-adds at every step.
+
+  Args:
+    features: [N, d] features of the balanced set's N = |L^bal_k| T
+      examples (only eligible classes).
+    labels: [N] their labels.
+    kernel: [d, C] classifier kernel W.
+    bias: [C] classifier bias b.
+    threshold: T.
+    num_classes: C.
+
+  Returns:
+    `OrderedDict(kernel=[d, C], bias=[C])`.
+  """
+  kernel_mean, bias_mean = classifier_gradients.mean_gradients(
+      features, labels, kernel, bias, num_classes)
+  scale = tf.cast(tf.shape(features)[0], features.dtype) / float(
+      threshold * num_classes)
+  return collections.OrderedDict(kernel=kernel_mean * scale,
+                                 bias=bias_mean * scale)
+
+
+def compact_balanced_set(selected: collections.OrderedDict,
+                         threshold: int) -> collections.OrderedDict:
+  """The eligible classes' slots of `select_balanced_set`'s result only.
+
+  The forward pass at every step then covers |L^bal_k| T examples, not
+  C T (on FEMNIST a writer holds T examples of a few of the 62 classes).
+  """
+  keep = tf.repeat(selected['eligible'] > 0, threshold)
+  return collections.OrderedDict(x=tf.boolean_mask(selected['x'], keep),
+                                 y=tf.boolean_mask(selected['y'], keep))
 
 
 def _norm_matched(g_bal, g_local):
@@ -177,28 +238,43 @@ def build_plugin(
 
   def prepare(client):
     # Eq. 11 needs only the received model; the balanced set only labels.
+    selected = select_balanced_set(client.train, num_classes, threshold,
+                                   local_epochs, plain_spec.input_shape)
     return local_training.Preparation(
         report=classifier_gradients.model_class_gradients(
             client.model, client.train, num_classes),
         context=collections.OrderedDict(
             prototypes=client.broadcast,
-            balanced=select_balanced_set(client.train, num_classes,
-                                         threshold, local_epochs,
-                                         plain_spec.input_shape)))
+            balanced=compact_balanced_set(selected, threshold),
+            from_prototypes=prototype_part(selected['eligible'],
+                                           client.broadcast, num_classes)))
 
   def batch_loss(model, batch, context, examples_seen):
     """The step's loss, and its g_bal for `rebalance` after the step."""
     del examples_seen  # Unused.
-    # Eq. 9 at the step's own P^{i-1} and W^{i-1}, as g_local (eq. 8).
+    # Eq. 9 at the step's own P^{i-1} and W^{i-1}, as g_local (eq. 8); eq.
+    # 12 as `rebalancing_gradients` states it, in the cheaper form of
+    # `balanced_part` + `prototype_part`.
     balanced = context['balanced']
     classifier = builders.classifier_layer(model)
-    features = builders.feature_extractor(model)(balanced['x'],
-                                                 training=False)
-    real = classifier_gradients.class_mean_gradients(
-        tf.stop_gradient(features), balanced['y'], classifier.kernel,
-        classifier.bias, num_classes)[class_mean.VALUES]
-    g_bal = rebalancing_gradients(real, balanced['eligible'],
-                                  context['prototypes'], num_classes)
+
+    def from_balanced_set():
+      features = builders.feature_extractor(model)(balanced['x'],
+                                                   training=False)
+      return balanced_part(tf.stop_gradient(features), balanced['y'],
+                           classifier.kernel, classifier.bias, threshold,
+                           num_classes)
+
+    def without_balanced_set():
+      return tf.nest.map_structure(tf.zeros_like, context['from_prototypes'])
+
+    # A client holding no class T times has an empty balanced set: no
+    # forward pass (TF's CPU convolutions reject an empty batch).
+    g_bal = tf.nest.map_structure(
+        tf.add,
+        tf.cond(tf.size(balanced['y']) > 0, from_balanced_set,
+                without_balanced_set),
+        context['from_prototypes'])
     logits = model(batch['x'], training=True)
     return loss(batch['y'], logits, context['prototypes']), logits, g_bal
 
