@@ -12,6 +12,11 @@ from typing import Mapping, Sequence
 from bench import paper_tables
 from bench import protocols
 
+Budget = paper_tables.Budget
+Measure = paper_tables.Measure
+PaperTable = paper_tables.PaperTable
+_last_rounds_mean = paper_tables.last_rounds_mean
+
 # ---------------------------------------------------------------------------
 # 004 (RedGrape) tables 1, 2 and 9.
 
@@ -54,7 +59,7 @@ _NOTES_004 = (
     'method\'s difference to FedAvg.')
 
 _ACCURACY_004 = 'accuracy'  # On the 10k MNIST test set, 004's number.
-_TAIL = paper_tables.Measure('tail-3 accuracy', paper_tables.last_rounds_mean('minority_accuracy'))
+_TAIL = Measure('tail-3 accuracy', _last_rounds_mean('minority_accuracy'))
 
 
 def _by_column(values_by_row: Mapping[str, Sequence[float]],
@@ -63,7 +68,7 @@ def _by_column(values_by_row: Mapping[str, Sequence[float]],
           for column, value in zip(columns, values)}
 
 
-_REDGRAPE_T1 = paper_tables.PaperTable(
+_REDGRAPE_T1 = PaperTable(
     name='redgrape_t1',
     title='004 (RedGrape) table 1 on full MNIST-LT, full participation',
     source='004 table 1 (MNIST-LT, 10 clients, all in every round) and '
@@ -72,7 +77,7 @@ _REDGRAPE_T1 = paper_tables.PaperTable(
     shared_flags=(*_SHARED_004, '--num_clients=10', '--clients_per_round=10'),
     rows={**_METHODS_004, **_EXTRA_BASELINES_004},
     columns=_IR_COLUMNS,
-    measures=(paper_tables.Measure(_ACCURACY_004, paper_tables.last_rounds_mean('accuracy'), {
+    measures=(Measure(_ACCURACY_004, _last_rounds_mean('accuracy'), {
         **_by_column({
             'FedAvg+CE': (97.99, 95.98, 92.71),
             'Fed-Focal Loss': (97.90, 96.14, 92.97),
@@ -83,11 +88,11 @@ _REDGRAPE_T1 = paper_tables.PaperTable(
         ('FedProx', 'IR 100'): 92.43, ('FedAvgM', 'IR 100'): 94.51,
         ('FedAdam', 'IR 100'): 95.06}),),
     ours_only=(_TAIL,),
-    budgets={'cpu': paper_tables.Budget(30, 1, 'cnn', '004: 200 rounds of 5 local '
+    budgets={'cpu': Budget(30, 1, 'cnn', '004: 200 rounds of 5 local '
                            'epochs; 30 x 1 is where our FedAvg meets the '
                            'independent plain-TF check, '
                            'results/reproduce_fedavg_check.md'),
-             'paper': paper_tables.Budget(200, 5, 'cnn', '004\'s budget')},
+             'paper': Budget(200, 5, 'cnn', '004\'s budget')},
     last_rounds=10, notes=_NOTES_004 + (
         ' Accuracy is overall accuracy on the 10k MNIST test set, the mean '
         'over the last 10 rounds (004 reports that mean, after Reddi et '
@@ -99,7 +104,7 @@ _REDGRAPE_T2 = dataclasses.replace(
     source='004 table 2 (MNIST-LT, 50 clients, 10 sampled per round)',
     shared_flags=(*_SHARED_004, '--num_clients=50', '--clients_per_round=10'),
     rows=_METHODS_004,
-    measures=(paper_tables.Measure(_ACCURACY_004, paper_tables.last_rounds_mean('accuracy'),
+    measures=(Measure(_ACCURACY_004, _last_rounds_mean('accuracy'),
                       _by_column({
                           'FedAvg+CE': (95.51, 91.82, 89.92),
                           'Fed-Focal Loss': (96.79, 92.59, 90.45),
@@ -108,10 +113,10 @@ _REDGRAPE_T2 = dataclasses.replace(
                           'CReFF': (96.29, 94.16, 92.16),
                           'RedGrape (Ours)': (97.54, 95.17, 93.61)},
                                  list(_IR_COLUMNS))),),
-    budgets={'cpu': paper_tables.Budget(100, 1, 'cnn', '004: 500 rounds of 5 local '
+    budgets={'cpu': Budget(100, 1, 'cnn', '004: 500 rounds of 5 local '
                            'epochs; a round here sees a fifth of the data, '
                            'so 100 x 1 is about 20 passes over it'),
-             'paper': paper_tables.Budget(500, 5, 'cnn', '004\'s budget')})
+             'paper': Budget(500, 5, 'cnn', '004\'s budget')})
 
 
 # ---------------------------------------------------------------------------
@@ -124,11 +129,11 @@ _SHARED_000 = ('--source=idx', '--profile=unbalanced',
                '--partition=iid', '--num_clients=100', '--aux_per_class=0',
                '--batch_size=32', '--client_lr=0.05')
 _BUDGETS_000 = {
-    'cpu': paper_tables.Budget(100, 1, 'mlp', '000 trains VIRTUAL\'s Bayesian MLP (two '
+    'cpu': Budget(100, 1, 'mlp', '000 trains VIRTUAL\'s Bayesian MLP (two '
                   'Flipout layers of 100) with one refinement per sampled '
                   'client; here FedAvg of our 200-200 MLP, 100 rounds of 1 '
                   'local epoch'),
-    'paper': paper_tables.Budget(100, 5, 'mlp', '000 does not state its rounds or '
+    'paper': Budget(100, 5, 'mlp', '000 does not state its rounds or '
                     'epochs; VIRTUAL itself is issue 20')}
 _NOTES_000 = (
     'Unbalanced MNIST as in 000 sec. 4.2: digits 0, 1, 2 and 9 keep 1/100 '
@@ -142,11 +147,12 @@ _NOTES_000 = (
     'examples for its validation loss when psi > 0), so the comparison is '
     'the loss and the selection, not the testbed. Client ratio = clients '
     'per round / 100.')
-_RATIO_COLUMNS_000 = {f'client ratio {k / 100:.2f}': (f'--clients_per_round={k}',)
-                      for k in (5, 10, 15)}
-_AC_M = paper_tables.Measure('Ac.M', paper_tables.last_rounds_mean('minority_accuracy'))
+_RATIO_COLUMNS_000 = {
+    f'client ratio {k / 100:.2f}': (f'--clients_per_round={k}',)
+    for k in (5, 10, 15)}
+_AC_M = Measure('Ac.M', _last_rounds_mean('minority_accuracy'))
 
-_FEDFOCAL_T4 = paper_tables.PaperTable(
+_FEDFOCAL_T4 = PaperTable(
     name='fedfocal_t4', title='000 tables 3 and 4: CE against Fed-Focal by '
     'client ratio',
     source='000 table 4 (unbalanced MNIST; its 0.10 row is table 3\'s MNIST '
@@ -156,7 +162,7 @@ _FEDFOCAL_T4 = paper_tables.PaperTable(
           'Fed-Focal (gamma 2, psi 0.8)': ('--algo=fedfocal',
                                             '--focal_gamma=2', '--psi=0.8')},
     columns=_RATIO_COLUMNS_000,
-    measures=(paper_tables.Measure('accuracy', paper_tables.last_rounds_mean('accuracy'), _by_column({
+    measures=(Measure('accuracy', _last_rounds_mean('accuracy'), _by_column({
         'Cross-entropy': (0.5574, 0.6660, 0.7570),
         'Fed-Focal (gamma 2, psi 0.8)': (0.5635, 0.7571,
                                          0.7710)}, list(_RATIO_COLUMNS_000)),
@@ -172,7 +178,7 @@ _FEDFOCAL_T5 = dataclasses.replace(
           **{f'gamma {g:.1f}': ('--algo=fedfocal', f'--focal_gamma={g:g}',
                                 '--psi=0') for g in (1, 2, 3, 4, 5)}},
     columns=_TEN_PERCENT_000,
-    measures=(paper_tables.Measure('accuracy', paper_tables.last_rounds_mean('accuracy'), {
+    measures=(Measure('accuracy', _last_rounds_mean('accuracy'), {
         (f'gamma {g:.1f}', 'client ratio 0.10'): value
         for g, value in zip((1, 2, 3, 4, 5),
                             (0.7486, 0.7840, 0.6786, 0.6736, 0.6220))},
@@ -185,7 +191,7 @@ _FEDFOCAL_T6 = dataclasses.replace(
     'is 0.7486 where table 5\'s gamma 2.0, the same setting, is 0.7840)',
     rows={f'psi {p:.1f}': ('--algo=fedfocal', '--focal_gamma=2', f'--psi={p:g}')
           for p in (0.0, 0.2, 0.6, 0.8, 1.0)},
-    measures=(paper_tables.Measure('accuracy', paper_tables.last_rounds_mean('accuracy'), {
+    measures=(Measure('accuracy', _last_rounds_mean('accuracy'), {
         (f'psi {p:.1f}', 'client ratio 0.10'): value
         for p, value in zip((0.0, 0.2, 0.6, 0.8, 1.0),
                             (0.7486, 0.7497, 0.7504, 0.7591, 0.7473))},
@@ -197,7 +203,7 @@ _FEDFOCAL_T6 = dataclasses.replace(
 
 _GAMMA_COLUMNS_002 = {f'Gamma {g}:1': (f'--minority_ratio={g}',)
                       for g in (10, 20, 50, 100)}
-_RATIO_MONITOR = paper_tables.PaperTable(
+_RATIO_MONITOR = PaperTable(
     name='ratio_monitor', title='002 table 2 (MNIST): CE, focal and Ratio '
     'Loss with the composition monitor',
     source='002 table 2, MNIST columns, and its figure 2 (monitor cosine '
@@ -209,31 +215,32 @@ _RATIO_MONITOR = paper_tables.PaperTable(
                   '--partition=dirichlet', '--dirichlet_alpha=1.0',
                   '--num_clients=100', '--clients_per_round=20',
                   '--aux_per_class=32', '--batch_size=32',
-                  '--client_lr=0.01', '--client_momentum=0.9'),
+                  '--client_lr=0.05'),
     rows={'CE': ('--algo=fedavg', '--loss=ce', '--monitor'),
           'focal': ('--algo=fedavg', '--loss=focal', '--focal_gamma=2',
                     '--monitor'),
           'Ratio Loss': ('--algo=ratio',)},
     columns=_GAMMA_COLUMNS_002,
     measures=(
-        paper_tables.Measure('Ac.M', paper_tables.last_rounds_mean('minority_accuracy'), _by_column({
+        Measure('Ac.M', _last_rounds_mean('minority_accuracy'), _by_column({
             'CE': (90.19, 80.04, 63.66, 46.84),
             'focal': (84.84, 75.65, 63.43, 41.76),
             'Ratio Loss': (92.05, 81.70, 74.51, 56.50)},
                                                   list(_GAMMA_COLUMNS_002))),
-        paper_tables.Measure('AUC', paper_tables.last_rounds_mean('auc'), _by_column({
+        Measure('AUC', _last_rounds_mean('auc'), _by_column({
             'CE': (0.9780, 0.9526, 0.9338, 0.9056),
             'focal': (0.9642, 0.9485, 0.9282, 0.8927),
             'Ratio Loss': (0.9815, 0.9644, 0.9531, 0.9213)},
                                          list(_GAMMA_COLUMNS_002)),
                 scale=1.0)),
-    ours_only=(paper_tables.Measure('monitor cosine (mean over rounds)', paper_tables.monitor_cosine,
-                       scale=1.0),),
-    budgets={'cpu': paper_tables.Budget(30, 1, 'cnn', '002: LeNet5, 30 rounds of 10 '
+    ours_only=(Measure('monitor cosine (mean over rounds)',
+                       paper_tables.monitor_cosine, scale=1.0),),
+    budgets={'cpu': Budget(30, 1, 'cnn', '002: LeNet5, 30 rounds of 10 '
                            'local epochs, plain SGD at lr 0.001; here the '
-                           'McMahan CNN, 30 rounds of 1 epoch, SGD momentum '
-                           '0.9 at lr 0.01'),
-             'paper': paper_tables.Budget(30, 10, 'cnn', '002\'s rounds and epochs; '
+                           'McMahan CNN, 30 rounds of 1 epoch of plain SGD '
+                           'at lr 0.05 (eq. 8 is derived for plain SGD '
+                           'steps, so no client momentum)'),
+             'paper': Budget(30, 10, 'cnn', '002\'s rounds and epochs; '
                              'LeNet5 is not one of our models')},
     last_rounds=1, notes=(
         'Unbalanced MNIST: digits 0, 1, 2, 9 keep 1/Gamma of a majority '
@@ -254,7 +261,7 @@ _RATIO_MONITOR = paper_tables.PaperTable(
 # ---------------------------------------------------------------------------
 # 003 (BalanceFL) table 4: the ablation, on MNIST-LT with tau-sampling.
 
-_BALANCEFL_T4 = paper_tables.PaperTable(
+_BALANCEFL_T4 = PaperTable(
     name='balancefl_t4', title='003 table 4: BalanceFL ablation on MNIST-LT',
     source='003 table 4 (its numbers are CIFAR10-LT, tau 2: the published '
     'column; ours is MNIST-LT)',
@@ -267,17 +274,17 @@ _BALANCEFL_T4 = paper_tables.PaperTable(
     rows={label: tuple(flags_) for label, flags_ in
           protocols.BALANCEFL_ABLATION},
     columns={'MNIST-LT IR 100, tau 2': ()},
-    measures=(paper_tables.Measure('accuracy', paper_tables.last_rounds_mean('balanced_accuracy'),
+    measures=(Measure('accuracy', _last_rounds_mean('balanced_accuracy'),
                       {(label, 'MNIST-LT IR 100, tau 2'): value
                        for (label, _), value in zip(
                            protocols.BALANCEFL_ABLATION,
                            protocols.BALANCEFL_ABLATION_PAPER)}),),
-    ours_only=(paper_tables.Measure('few-shot accuracy',
-                       paper_tables.last_rounds_mean('few_shot_accuracy')),),
-    budgets={'cpu': paper_tables.Budget(30, 1, 'cnn', '003: ResNet-8 with Adam, 200 '
+    ours_only=(Measure('few-shot accuracy',
+                       _last_rounds_mean('few_shot_accuracy')),),
+    budgets={'cpu': Budget(30, 1, 'cnn', '003: ResNet-8 with Adam, 200 '
                            'rounds on CIFAR10-LT; here the McMahan CNN, 30 '
                            'rounds of 1 epoch of SGD momentum 0.9'),
-             'paper': paper_tables.Budget(200, 1, 'cnn', '003\'s rounds')},
+             'paper': Budget(200, 1, 'cnn', '003\'s rounds')},
     last_rounds=1, notes=(
         'Full MNIST-LT IR 100 (n_0 = N/C: 14,809 digits) spread over 10 '
         'clients by 003\'s tau-sampling (tau 2), all in every round; '
@@ -292,7 +299,7 @@ _BALANCEFL_T4 = paper_tables.PaperTable(
 # ---------------------------------------------------------------------------
 # FEMNIST: every method on the LEAF sample (105 writers), 004 table 11.
 
-_FEMNIST = paper_tables.PaperTable(
+_FEMNIST = PaperTable(
     name='femnist', title='Every method on the FEMNIST sample',
     source='004 table 11 (full FEMNIST, 3,400 writers: the published column; '
     'ours is the 105-writer LEAF sample)',
@@ -306,16 +313,16 @@ _FEMNIST = paper_tables.PaperTable(
           'Balanced Softmax': ('--algo=balanced_softmax',),
           **_EXTRA_BASELINES_004},
     columns={'FEMNIST sample': ()},
-    measures=(paper_tables.Measure('balanced accuracy',
-                      paper_tables.last_rounds_mean('balanced_accuracy'),
+    measures=(Measure('balanced accuracy',
+                      _last_rounds_mean('balanced_accuracy'),
                       {(row, 'FEMNIST sample'): value for row, value in {
                           'FedAvg+CE': 70.34, 'Fed-Focal Loss': 70.79,
                           'Ratio Loss': 70.84, 'CLIMB': 70.36,
                           'CReFF': 71.13, 'RedGrape (Ours)': 74.28}.items()}),),
     ours_only=(_TAIL,),
-    budgets={'cpu': paper_tables.Budget(100, 1, 'cnn', '004: 500 rounds of 5 local '
+    budgets={'cpu': Budget(100, 1, 'cnn', '004: 500 rounds of 5 local '
                            'epochs on 3,400 writers'),
-             'paper': paper_tables.Budget(500, 5, 'cnn', '004\'s budget')},
+             'paper': Budget(500, 5, 'cnn', '004\'s budget')},
     last_rounds=10, notes=(
         'The 105 real FEMNIST writers of `../shared/data/femnist-leaf-sample` '
         '(62 classes, natural split), 20 writers per round, batch 20, lr '

@@ -17,10 +17,11 @@ graph), and the resulting building blocks are interpreted here:
     every registered algorithm hold (`INTRINSICS`, listed by compiling them
     all): client work runs once per client, `concurrent_clients` at a time
     (threads, each call on its own import of the graph), each client on its
-    device, results kept in client order; `federated_aggregate` folds `accumulate` over the clients in
-    order from `zero` and applies `report` (TFF's C++ federating executor
-    does the same and never calls `merge`), so the arithmetic, and on CPU the
-    weights, match the worker's bit for bit.
+    device, results kept in client order; `federated_aggregate` folds
+    `accumulate` over the clients in order from `zero` and applies `report`
+    (TFF's C++ federating executor does the same and never calls `merge`),
+    so the arithmetic is the worker's and on CPU the weights agree with it
+    to float rounding (tests/test_inprocess.py: within 1e-5).
 
 Custom aggregation factories, measurements, the composition monitor and
 CLIMB's per-client state need nothing extra: they compile to the same
