@@ -53,6 +53,12 @@ _FEMNIST_SAMPLE = os.path.join(os.path.dirname(os.path.dirname(
                                'femnist-leaf-sample')
 
 flags.DEFINE_string('protocol', None, 'Protocol name, or "all".')
+# What a --quick table is (issue 16): it proves every method runs end to end
+# on every protocol, it does not say which works.
+_SMOKE_LABEL = ('**Smoke test, not a result**: a few rounds of an MLP on the '
+                'embedded MNIST show that every method runs end to end; the '
+                'real-scale tables are `results/reproduce_*.md` '
+                '(`python -m bench.reproduce`).')
 flags.DEFINE_integer('seeds', None, 'Seeds 0..n-1 (default 3; 1 if --quick).')
 flags.DEFINE_bool('quick', False, 'Few rounds and the MLP: the whole matrix '
                   'in minutes.')
@@ -231,10 +237,11 @@ def run_protocol(name: str, algos: Sequence[str], seeds: int) -> bool:
              (f' --algos={",".join(FLAGS.algos)}' if FLAGS.algos else ''))
   budget = (f'{"Quick variant: " if FLAGS.quick else ""}{rounds} rounds, '
             f'model `{model}`, seeds 0..{seeds - 1}')
+  smoke = (_SMOKE_LABEL + ' ') if FLAGS.quick else ''
   common.write_result(
       os.path.join(FLAGS.results_dir, f'{name}.md'),
       f'Quality: {name}', command,
-      f'{protocol.description} Budget: {budget}. Task flags: '
+      f'{smoke}{protocol.description} Budget: {budget}. Task flags: '
       f'`python -m {protocol.task} {" ".join(protocol.flags)}` plus --algo, '
       f'--model, --rounds, --seed. Mean ± std over seeds of the final '
       f'evaluation on the balanced test set; few-shot = classes with < 20 '
