@@ -275,6 +275,12 @@ def _finished_record(run: Run, run_dir: str) -> Optional[dict]:
   return record
 
 
+def run_commit(run_dir: str) -> str:
+  """The git commit recorded with a run (RECORD_FILE), or 'unknown'."""
+  record = _read_record(run_dir) or {}
+  return record.get('commit', _UNKNOWN_COMMIT)
+
+
 def finished_summary(run: Run, runs_dir: str) -> Optional[dict]:
   """The summary of a finished run of exactly `run` in runs_dir, or None.
 

@@ -13,6 +13,7 @@ those differences. A run's directory is named by its flags
 parts share is one run. The tables themselves are in bench/seed_tables.py.
 """
 
+import collections
 import dataclasses
 import os
 import statistics
@@ -149,9 +150,11 @@ class Cell:
   Attributes:
     values: per measure (the table's, then its ours_only), per seed.
     seconds_per_round: per seed, the median later-round seconds.
+    commits: per seed, the git commit of the code that made the run.
   """
   values: tuple[tuple[float, ...], ...]
   seconds_per_round: tuple[float, ...]
+  commits: tuple[str, ...] = ()
 
   @property
   def seeds(self) -> int:
@@ -169,18 +172,20 @@ def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
   cells = {}
   for column in table.columns:
     for row in table.rows:
-      values, seconds = [[] for _ in measures], []
+      values, seconds, commits = [[] for _ in measures], [], []
       for run in cell_runs(table, group, budget_name, column, row,
                            MAX_SEEDS):
         summary = common.finished_summary(run, runs_dir)
         if summary is None:
           continue
+        commits.append(common.run_commit(os.path.join(runs_dir, run.name)))
         for measure, kept in zip(measures, values):
           kept.append(measure.read(summary, rounds, table.last_rounds))
         seconds.append(common.round_seconds(
             os.path.join(runs_dir, run.name))[1])
       if seconds:
-        cells[(row, column)] = Cell(tuple(map(tuple, values)), tuple(seconds))
+        cells[(row, column)] = Cell(tuple(map(tuple, values)), tuple(seconds),
+                                    tuple(commits))
   return cells
 
 
@@ -368,10 +373,19 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
       body += [f'### {column}', '', column_table(part, column,
                                                   cells[part.name]), '']
     sections.append('\n'.join(body))
+  made_by = collections.Counter(
+      commit for part_cells in cells.values()
+      for cell in part_cells.values() for commit in cell.commits)
+  provenance = (
+      f'The tables hold {sum(made_by.values())} finished runs, made by the '
+      'code of ' + ', '.join(f'{c} ({n} runs)' for c, n in
+                             sorted(made_by.items())) +
+      f'; this invocation ran {sum(not o.reused for o in grid.outcomes.values())}'
+      ' of them.') if made_by else 'No run has finished yet.'
   common.write_result(
       output, ' / '.join(part.title for part in parts),
       f'python -m bench.reproduce --table={name} --budget={budget_name} '
       '--seeds=K [--columns=...] [--rows=...]',
       common_text, '\n'.join(sections), elapsed_s=time.time() - start,
-      footer=grid.footer())
+      footer=' '.join(filter(None, [provenance, grid.footer()])))
 
