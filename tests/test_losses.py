@@ -75,3 +75,56 @@ def test_keras_wrapper_is_the_batch_mean():
   np.testing.assert_allclose(
       loss(LABELS, LOGITS),
       np.mean(losses.focal_loss(gamma=2.0)(LABELS, LOGITS)), rtol=1e-6)
+
+
+def test_squared_error_is_half_the_squared_distance_to_the_one_hot():
+  logits = tf.constant([[0.0, 0.0], [np.log(3.0), 0.0]])
+  # softmax: (0.5, 0.5) and (0.75, 0.25).
+  got = losses.squared_error(tf.constant([0, 1], tf.int64), logits)
+  np.testing.assert_allclose(got, [0.5 * (0.25 + 0.25),
+                                   0.5 * (0.75 ** 2 + 0.75 ** 2)], rtol=1e-6)
+
+
+@pytest.mark.parametrize('squared', [False, True])
+def test_mfe_is_the_sum_of_the_group_mean_errors(squared):
+  # Wang et al. 2016: classes 0, 1 majority, 2 minority. Batch of 4: three
+  # majority examples with errors a, b, c and one minority example with d.
+  labels = tf.constant([0, 1, 0, 2], tf.int64)
+  logits = tf.constant([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0],
+                        [1.0, 0.0, 0.0]])
+  minority = [0.0, 0.0, 1.0]
+  errors_ = losses.squared_error(labels, logits).numpy()
+  fpe, fne = errors_[:3].mean(), errors_[3]
+  expected = fpe ** 2 + fne ** 2 if squared else fpe + fne
+  per_example = losses.mean_false_error(squared)(labels, logits, minority)
+  np.testing.assert_allclose(tf.reduce_mean(per_example), expected,
+                             rtol=1e-6)
+  # Not the plain mean: the lone minority example weighs as much as the
+  # three majority ones together.
+  assert abs(errors_.mean() - expected) > 1e-3
+
+
+def test_mfe_gradient_is_that_of_fpe_plus_fne_and_msfe_of_their_squares():
+  labels = tf.constant([0, 1, 2, 2], tf.int64)
+  logits = tf.Variable([[2.0, 0.0, 0.0], [0.0, 1.0, 0.5], [0.0, 0.0, 3.0],
+                        [1.0, 0.0, 0.0]])
+  minority = [0.0, 0.0, 1.0]
+  for squared in (False, True):
+    with tf.GradientTape(persistent=True) as tape:
+      per_example = losses.mean_false_error(squared)(labels, logits, minority)
+      got = tf.reduce_mean(per_example)
+      errors_ = losses.squared_error(labels, logits)
+      fpe = tf.reduce_mean(errors_[:2])
+      fne = tf.reduce_mean(errors_[2:])
+      want = fpe ** 2 + fne ** 2 if squared else fpe + fne
+    np.testing.assert_allclose(tape.gradient(got, logits),
+                               tape.gradient(want, logits), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_mfe_with_one_group_absent_from_the_batch_is_that_groups_mean():
+  labels = tf.constant([0, 1], tf.int64)
+  logits = tf.constant([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+  errors_ = losses.squared_error(labels, logits).numpy()
+  got = losses.mean_false_error()(labels, logits, [0.0, 0.0, 1.0])
+  np.testing.assert_allclose(tf.reduce_mean(got), errors_.mean(), rtol=1e-6)

@@ -130,6 +130,59 @@ def balanced_softmax(labels: tf.Tensor, logits: tf.Tensor,
   return cross_entropy(labels, logits + prior)
 
 
+def squared_error(labels: tf.Tensor, logits: tf.Tensor,
+                  broadcast: Any = ()) -> tf.Tensor:
+  """1/2 sum_n (softmax(z)_n - e_{y,n})^2 per example: the MSE loss of Wang
+  et al. (IJCNN 2016, eq. 1) on the softmax outputs, 002's MSE baseline."""
+  del broadcast  # Plain MSE needs no server state.
+  num_classes = tf.shape(logits)[-1]
+  error = tf.nn.softmax(logits) - tf.one_hot(labels, num_classes,
+                                             dtype=logits.dtype)
+  return 0.5 * tf.reduce_sum(tf.square(error), axis=-1)
+
+
+def mean_false_error(squared: bool = False) -> PerExampleLoss:
+  """MFE (or MSFE) of Wang et al. 2016, eqs. 3-6, over a batch.
+
+  With the classes split into minority (`broadcast[c]` = 1, Wang's positive
+  class) and majority (0), and l_i the squared error of example i
+  (`squared_error`):
+
+    FNE = mean of l_i over the batch's minority examples,
+    FPE = mean of l_i over its majority examples,
+    MFE = FPE + FNE,    MSFE = FPE^2 + FNE^2,
+
+  a group without examples in the batch contributing 0. Returned per
+  example so that the loop's batch mean is MFE (MSFE): example i of group g
+  gets (B / n_g) l_i (times mean_g l for MSFE, not stopped: the gradient of
+  FNE^2 is 2 FNE grad FNE).
+
+  Args:
+    squared: MSFE instead of MFE.
+
+  Returns:
+    A per-example loss `(labels, logits, minority_mask [C]) -> [B]`.
+  """
+
+  def loss(labels, logits, broadcast):
+    errors_ = squared_error(labels, logits)
+    minority = tf.gather(tf.convert_to_tensor(broadcast, logits.dtype),
+                         labels)  # [B] 1.0 for minority examples
+    batch = tf.cast(tf.size(labels), logits.dtype)
+    weights = tf.zeros_like(errors_)
+    for member in (minority, 1.0 - minority):
+      count = tf.reduce_sum(member)
+      group_weight = tf.math.divide_no_nan(batch, count) * member
+      if squared:
+        group_mean = tf.math.divide_no_nan(tf.reduce_sum(member * errors_),
+                                           count)
+        group_weight *= group_mean
+      weights += group_weight
+    return weights * errors_
+
+  return loss
+
+
 class KerasLoss(tf.keras.losses.Loss):
   """A per-example loss as a Keras loss (batch mean), for TFF's own builders."""
 
