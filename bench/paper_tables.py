@@ -67,11 +67,14 @@ class Measure:
 def last_rounds_mean(metric: str) -> Callable[[dict, int, int], float]:
   """The mean of `metric` over the evaluations of the last rounds."""
   def read(summary: dict, rounds: int, last_rounds: int) -> float:
-    values = [e[metric] for e in summary['history']
-              if e['round'] > rounds - last_rounds]
-    if not values:
+    evaluations = [e for e in summary['history']
+                   if e['round'] > rounds - last_rounds]
+    if not evaluations:
       raise ValueError(f'no evaluation in the last {last_rounds} rounds.')
-    return statistics.fmean(values)
+    # None where the metric has no classes to average (e.g. few-shot
+    # accuracy without a class under 20 examples): NaN, shown as n/a.
+    values = [e[metric] for e in evaluations if e.get(metric) is not None]
+    return statistics.fmean(values) if values else float('nan')
   return read
 
 
@@ -213,6 +216,13 @@ def _format(value: float, scale: float) -> str:
   return f'{value:.2f}' if scale != 1 else f'{value:.4f}'
 
 
+def _ours(values: Sequence[float], scale: float) -> str:
+  """mean ± std of our values in the paper's unit; n/a when undefined."""
+  if all(np.isnan(values)):
+    return 'n/a'
+  return common.mean_std(np.multiply(values, scale), 2 if scale != 1 else 4)
+
+
 def column_table(table: PaperTable, column: str,
                   cells: Mapping[tuple[str, str], Cell]) -> str:
   first = table.measures[0]
@@ -230,9 +240,8 @@ def column_table(table: PaperTable, column: str,
     for index, measure in enumerate(table.measures):
       paper = measure.paper.get((row, column))
       line.append('' if paper is None else _format(paper, measure.scale))
-      line.append('not run yet' if cell is None else common.mean_std(
-          np.multiply(cell.values[index], measure.scale),
-          2 if measure.scale != 1 else 4))
+      line.append('not run yet' if cell is None else
+                  _ours(cell.values[index], measure.scale))
     paper_diff = paper_difference(table, row, column)
     ours_diff = our_difference(table, cells, row, column)
     agree = ''
@@ -242,9 +251,8 @@ def column_table(table: PaperTable, column: str,
     line += ['' if paper_diff is None else f'{paper_diff:+.{digits}f}',
              '' if ours_diff is None else f'{ours_diff:+.{digits}f}', agree]
     for offset, measure in enumerate(table.ours_only, len(table.measures)):
-      line.append('' if cell is None else common.mean_std(
-          np.multiply(cell.values[offset], measure.scale),
-          2 if measure.scale != 1 else 4))
+      line.append('' if cell is None else
+                  _ours(cell.values[offset], measure.scale))
     line += ['' if cell is None else str(cell.seeds),
              '' if cell is None else
              f'{statistics.median(cell.seconds_per_round):.1f}']

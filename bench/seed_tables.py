@@ -279,8 +279,7 @@ _BALANCEFL_T4 = PaperTable(
                        for (label, _), value in zip(
                            protocols.BALANCEFL_ABLATION,
                            protocols.BALANCEFL_ABLATION_PAPER)}),),
-    ours_only=(Measure('few-shot accuracy',
-                       _last_rounds_mean('few_shot_accuracy')),),
+    ours_only=(_TAIL,),
     budgets={'cpu': Budget(30, 1, 'cnn', '003: ResNet-8 with Adam, 200 '
                            'rounds on CIFAR10-LT; here the McMahan CNN, 30 '
                            'rounds of 1 epoch of SGD momentum 0.9'),

@@ -125,3 +125,15 @@ def _flag_sets(name):
   return [paper_tables.cell_runs(part, name, 'cpu', column, row, 1)[0].flags
           for part in seed_tables.TABLES[name] for column in part.columns
           for row in part.rows]
+
+
+def test_a_metric_without_classes_to_average_reads_n_a(tmp_path):
+  # Few-shot accuracy is None where no class has under 20 examples (full
+  # MNIST-LT): the table says n/a instead of failing.
+  table = _table(ours_only=(paper_tables.Measure(
+      'few-shot', paper_tables.last_rounds_mean('few_shot_accuracy')),))
+  run = paper_tables.cell_runs(table, 't', 'cpu', 'IR 10', 'FedAvg', 1)[0]
+  _finish(str(tmp_path), run, {3: 0.8, 4: 0.9})
+  cells = paper_tables.collect(table, 't', 'cpu', str(tmp_path))
+  line = paper_tables.column_table(table, 'IR 10', cells).splitlines()[2]
+  assert 'n/a' in line and '85.00 ± 0.00' in line
