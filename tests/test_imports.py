@@ -17,12 +17,23 @@ _TF_LOG_LINE = re.compile(r'^\d{4}-\d\d-\d\d [\d:.]+: [IWE] ', re.MULTILINE)
 _TEARDOWN_ERROR = "'NoneType' object has no attribute 'Popen'"
 
 
+# A user's interpreter handles SIGINT (KeyboardInterrupt). A test runner
+# started in the background by a non-interactive shell (`pytest &`, CI
+# wrappers) inherits SIGINT *ignored*, its `python -c` children too, and so
+# would TFF's worker, which TFF stops with SIGINT and then waits for: the
+# interpreter would hang at exit for a reason that is the runner's, not the
+# library's. The child therefore starts as a user's interpreter does.
+_AS_A_USER = ('import signal\n'
+              'signal.signal(signal.SIGINT, signal.default_int_handler)\n')
+
+
 def _python(program, **env):
   environment = {k: v for k, v in os.environ.items()
                  if k != 'TF_CPP_MIN_LOG_LEVEL'}  # conftest sets it.
   environment.update(env)
   # A worker left holding the pipes would make this time out.
-  return subprocess.run([sys.executable, '-c', program], cwd=ROOT,
+  return subprocess.run([sys.executable, '-c', _AS_A_USER + program],
+                        cwd=ROOT,
                         env=environment, capture_output=True, text=True,
                         timeout=300, stdin=subprocess.DEVNULL)
 
