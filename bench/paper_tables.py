@@ -154,17 +154,22 @@ class Cell:
     values: per measure (the table's, then its ours_only), per seed.
     seconds_per_round: per seed, the median later-round seconds.
     commits: per seed, the git commit of the code that made the run.
+    seed_ids: the seeds, in the order of the values.
   """
   values: tuple[tuple[float, ...], ...]
   seconds_per_round: tuple[float, ...]
   commits: tuple[str, ...] = ()
+  seed_ids: tuple[int, ...] = ()
 
   @property
   def seeds(self) -> int:
     return len(self.seconds_per_round)
 
-  def mean(self, measure: int) -> float:
-    return statistics.fmean(self.values[measure])
+  def mean(self, measure: int, seeds: Optional[set[int]] = None) -> float:
+    """The mean over all seeds, or over `seeds` among them."""
+    return statistics.fmean(
+        v for v, seed in zip(self.values[measure], self.seed_ids)
+        if seeds is None or seed in seeds)
 
 
 def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
@@ -175,20 +180,21 @@ def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
   cells = {}
   for column in table.columns:
     for row in table.rows:
-      values, seconds, commits = [[] for _ in measures], [], []
-      for run in cell_runs(table, group, budget_name, column, row,
-                           MAX_SEEDS):
+      values, seconds, commits, seed_ids = [[] for _ in measures], [], [], []
+      for seed, run in enumerate(cell_runs(table, group, budget_name, column,
+                                           row, MAX_SEEDS)):
         summary = common.finished_summary(run, runs_dir)
         if summary is None:
           continue
         commits.append(common.run_commit(os.path.join(runs_dir, run.name)))
+        seed_ids.append(seed)
         for measure, kept in zip(measures, values):
           kept.append(measure.read(summary, rounds, table.last_rounds))
         seconds.append(common.round_seconds(
             os.path.join(runs_dir, run.name))[1])
       if seconds:
         cells[(row, column)] = Cell(tuple(map(tuple, values)), tuple(seconds),
-                                    tuple(commits))
+                                    tuple(commits), tuple(seed_ids))
   return cells
 
 
@@ -208,8 +214,15 @@ def our_difference(table: PaperTable, cells: Mapping[tuple[str, str], Cell],
   if row == baseline or (row, column) not in cells or (
       (baseline, column) not in cells):
     return None
-  return table.measures[0].scale * (cells[(row, column)].mean(0) -
-                                    cells[(baseline, column)].mean(0))
+  # Paired by seed (the same split and initial model): over the seeds both
+  # rows have, so a row with fewer seeds is not compared with others.
+  common_seeds = set(cells[(row, column)].seed_ids) & set(
+      cells[(baseline, column)].seed_ids)
+  if not common_seeds:
+    return None
+  return table.measures[0].scale * (
+      cells[(row, column)].mean(0, common_seeds) -
+      cells[(baseline, column)].mean(0, common_seeds))
 
 
 def _format(value: float, scale: float) -> str:
@@ -370,8 +383,9 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
       'table), else its last evaluation; "s/round" the median later-round '
       'seconds of the runs (the machine ran other jobs too: a rough '
       'figure). "paper − baseline" and "ours − baseline" are each row\'s '
-      'difference to the table\'s first row in the first measure; "same '
-      'sign" compares them. A row "not run yet" has no finished run: run '
+      'difference to the table\'s first row in the first measure, ours '
+      'paired by seed (over the seeds both rows have); "same sign" compares '
+      'them. A row "not run yet" has no finished run: run '
       'the command with `--rows`/`--columns` to add it (finished runs are '
       f'reused). Figure: `{png}`.')
   sections = []

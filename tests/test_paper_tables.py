@@ -54,14 +54,16 @@ def test_ours_is_the_last_rounds_mean_and_differences_go_to_the_first_row(
   # last 2 rounds and must not count.
   _finish(runs_dir, cell('FedAvg', 2)[0], {2: 0.1, 3: 0.8, 4: 0.9})
   _finish(runs_dir, cell('FedAvg', 2)[1], {2: 0.1, 3: 0.7, 4: 0.8})
-  # A beats FedAvg by 2 points like the paper; B loses 1 where the paper
-  # gains 1; the run of seed 1 of A has other flags (another protocol) and
-  # must be ignored.
-  _finish(runs_dir, cell('A', 1)[0], {3: 0.82, 4: 0.82})
-  _finish(runs_dir, cell('B', 1)[0], {3: 0.79, 4: 0.79})
+  # A (seed 0 only) beats FedAvg's seed 0 by 2 points like the paper; B
+  # (seed 1 only) loses 1 to FedAvg's seed 1 where the paper gains 1: the
+  # differences are paired by seed, not taken to FedAvg's mean over both
+  # seeds (0.80), which would give A -1 and B +4.
+  _finish(runs_dir, cell('A', 1)[0], {3: 0.87, 4: 0.87})
+  _finish(runs_dir, cell('B', 2)[1], {3: 0.74, 4: 0.74})
   cells = paper_tables.collect(table, 't', 'cpu', runs_dir)
   assert cells[('FedAvg', 'IR 10')].values[0] == pytest.approx((0.85, 0.75))
   assert cells[('FedAvg', 'IR 10')].seeds == 2
+  assert cells[('B', 'IR 10')].seed_ids == (1,)
   assert paper_tables.our_difference(table, cells, 'A', 'IR 10') == (
       pytest.approx(2.0))
   assert paper_tables.our_difference(table, cells, 'B', 'IR 10') == (
@@ -70,6 +72,7 @@ def test_ours_is_the_last_rounds_mean_and_differences_go_to_the_first_row(
   text = paper_tables.column_table(table, 'IR 10', cells)
   line = {l.split(' | ')[0].strip('| '): l for l in text.splitlines()}
   assert '80.00 ± 5.00' in line['FedAvg'] and '+2.00' in line['A']
+  assert '87.00 ± 0.00' in line['A']
   assert line['A'].count('yes') == 1 and '**no**' in line['B']
 
 
