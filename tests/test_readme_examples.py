@@ -9,6 +9,11 @@ import re
 
 import pytest
 
+# Imported at collection so that conftest installs the managed worker for
+# these examples even when this file runs alone: TFF's own default context
+# hands its worker pytest's captured stdout, which has no file descriptor.
+from tff_imbalance import runtime  # pylint: disable=unused-import
+
 _README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))), 'README.md')
 _MARKED_BLOCK = re.compile(
