@@ -33,7 +33,9 @@ from tff_imbalance import runner
 from tff_imbalance import inprocess
 from tff_imbalance import runtime
 from tff_imbalance.data import arrays
+from tff_imbalance.data import auxiliary
 from tff_imbalance.data import federated
+from tff_imbalance.data import partition
 from tff_imbalance.data import stats
 from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning import registry
@@ -438,12 +440,18 @@ def _minority_classes(num_classes: int) -> Optional[list[int]]:
   return classes
 
 
+def hold_out_auxiliary(source: arrays.SourceData) -> auxiliary.AuxiliarySplit:
+  """The server's `--aux_per_class` examples per class, drawn with `--seed`
+  from the training pool before any profile or partition."""
+  return auxiliary.hold_out(source.train.y, source.num_classes,
+                            FLAGS.aux_per_class, FLAGS.seed)
+
+
 def run_experiment(source: arrays.SourceData,
                    client_partition: Sequence[np.ndarray],
+                   aux: auxiliary.AuxiliarySplit,
                    client_ids: Optional[Sequence[str]] = None,
-                   data_summary: Optional[dict] = None,
-                   server_data: Optional[arrays.LabeledArrays] = None
-                  ) -> dict:
+                   data_summary: Optional[dict] = None) -> dict:
   """Trains the flagged algorithm on a partitioned source and reports.
 
   The flags' translation into `experiment.prepare`, the library's call.
@@ -451,14 +459,21 @@ def run_experiment(source: arrays.SourceData,
   Args:
     source: the loaded data.
     client_partition: per client, indices into `source.train`.
+    aux: the server's auxiliary split (`hold_out_auxiliary`): its examples
+      go to the algorithms that use them, its summary to summary.json.
     client_ids: optional client names.
-    data_summary: facts about the data preparation for summary.json.
-    server_data: auxiliary examples the server holds (held out of every
-      client), for the algorithms that use them.
+    data_summary: the task's own facts about the data preparation for
+      summary.json; the auxiliary split's and the split's composition
+      (clients x classes) are added here.
 
   Returns:
     The run summary.
   """
+  data_summary = dict(data_summary or {}, **aux.summary(),
+                      **partition.composition_summary(
+                          source.train.y, client_partition,
+                          source.num_classes))
+  server_data = aux.server_data(source.train)
   config = _run_config()
   _check_output_dir(config)
   # Every algorithm flag is validated here, whether or not --algo uses it.
@@ -483,7 +498,7 @@ def run_experiment(source: arrays.SourceData,
   if FLAGS.output_dir is not None:
     _record_flags(FLAGS.output_dir)
   summary = prepared.run(extra_summary=dict(
-      data=data_summary or {}, execution=runtime.execution_summary()))
+      data=data_summary, execution=runtime.execution_summary()))
   print(evaluation.per_class_table(summary, prepared.train_class_counts,
                                    source.class_names))
   if FLAGS.output_dir is not None:

@@ -15,7 +15,6 @@ from absl import app
 from absl import flags
 
 from tff_imbalance import errors
-from tff_imbalance.data import auxiliary
 from tff_imbalance.data import partition
 from tff_imbalance.data import profiles
 from tff_imbalance.data.sources import registry as sources
@@ -86,8 +85,7 @@ def main(argv):
   _check_flags()
   source = _load()
   # The server's auxiliary examples leave the pool before the profile.
-  aux = auxiliary.hold_out(source.train.y, source.num_classes,
-                           FLAGS.aux_per_class, FLAGS.seed)
+  aux = common.hold_out_auxiliary(source)
   kept = aux.remaining
   if FLAGS.profile == 'unbalanced':
     kept = kept[profiles.kminority_indices(
@@ -100,14 +98,9 @@ def main(argv):
   client_partition = [kept[p] for p in parts]
   shipped = FLAGS.source == 'leaf' and not FLAGS.data_dir
   common.run_experiment(
-      source, client_partition, client_ids=writer_ids,
+      source, client_partition, aux, client_ids=writer_ids,
       data_summary=dict(source='leaf_sample' if shipped else FLAGS.source,
-                        profile=FLAGS.profile, num_writers=len(writer_ids),
-                        **aux.summary(),
-                        **partition.composition_summary(
-                            source.train.y, client_partition,
-                            source.num_classes)),
-      server_data=aux.server_data(source.train))
+                        profile=FLAGS.profile, num_writers=len(writer_ids)))
 
 
 def run() -> None:

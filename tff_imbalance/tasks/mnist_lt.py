@@ -26,7 +26,6 @@ from absl import flags
 import numpy as np
 
 from tff_imbalance import errors
-from tff_imbalance.data import auxiliary
 from tff_imbalance.data import partition
 from tff_imbalance.data import profiles
 from tff_imbalance.data import transforms
@@ -165,8 +164,7 @@ def main(argv):
   # The server's auxiliary examples leave the pool before the profile; n_0
   # is the whole source's N / C, a constant of the dataset (6,000 for MNIST)
   # whatever --aux_per_class holds out.
-  aux = auxiliary.hold_out(source.train.y, source.num_classes,
-                           FLAGS.aux_per_class, FLAGS.seed)
+  aux = common.hold_out_auxiliary(source)
   kept = aux.remaining[_profile_indices(
       source.train.y[aux.remaining], source.num_classes,
       n_0=len(source.train.y) / source.num_classes)]
@@ -175,15 +173,11 @@ def main(argv):
                                         source.num_classes)
   ]
   common.run_experiment(
-      source, client_partition,
+      source, client_partition, aux,
       data_summary=dict(source=FLAGS.source, profile=FLAGS.profile,
                         imbalance_ratio=FLAGS.imbalance_ratio,
                         partition=FLAGS.partition, noisy=FLAGS.noisy,
-                        num_clients=FLAGS.num_clients, **aux.summary(),
-                        **partition.composition_summary(
-                            source.train.y, client_partition,
-                            source.num_classes)),
-      server_data=aux.server_data(source.train))
+                        num_clients=FLAGS.num_clients))
 
 
 def run() -> None:
