@@ -41,6 +41,8 @@ which are met. Writes `results/speed.md`.
 """
 
 import collections
+import dataclasses
+import functools
 import importlib
 import os
 import statistics
@@ -120,9 +122,20 @@ def _source() -> arrays.SourceData:
   return sources.load_source('embedded_mnist')
 
 
-def _method_data(source: arrays.SourceData
-                 ) -> tuple[arrays.SourceData, federated.FederatedData, str]:
-  """Sections 1, 2 and 6's source, clients and their description."""
+@dataclasses.dataclass(frozen=True)
+class _MethodSetup:
+  """What sections 1, 2, 6 and 7 share: the source, its clients, their
+  description, the methods' task context and the model."""
+  source: arrays.SourceData
+  data: federated.FederatedData
+  what: str
+  context: registry.TaskContext
+  model_spec: spec_lib.ModelSpec
+
+
+def _method_setup(source: arrays.SourceData) -> _MethodSetup:
+  """`--dataset`'s source and clients: the embedded MNIST split iid, or the
+  FEMNIST sample's writers."""
   if FLAGS.dataset == 'femnist':
     source = sources.load_source('leaf_femnist', data_dir=FLAGS.femnist_dir)
     _, parts = partition.writer_partition(source.train_writer_ids)
@@ -134,7 +147,11 @@ def _method_data(source: arrays.SourceData
                                     _SEED)
     what = (f'embedded MNIST (all {len(source.train.y)} training digits) '
             f'split iid over {FLAGS.num_clients} clients')
-  return source, _federated(source.train, parts, source.num_classes), what
+  data = _federated(source.train, parts, source.num_classes)
+  return _MethodSetup(
+      source, data, what, _context(data, source),
+      spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
+                         source.num_classes, _SEED))
 
 
 def _federated(pool: arrays.LabeledArrays, parts: Sequence[np.ndarray],
@@ -270,11 +287,10 @@ def _population_partition(pool_size: int, num_clients: int,
           for _ in range(num_clients)]
 
 
-def _section_floor_and_methods(source, lines: list[str]) -> None:
-  source, data, what = _method_data(source)
-  context = _context(data, source)
-  model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
-                                  source.num_classes, _SEED)
+def _section_floor_and_methods(setup: _MethodSetup,
+                               lines: list[str]) -> None:
+  data, what, context = setup.data, setup.what, setup.context
+  model_spec = setup.model_spec
   algos = FLAGS.algos or list(registry.algorithm_names())
   if 'fedavg' not in algos:
     algos = ['fedavg'] + algos
@@ -356,17 +372,11 @@ def _section_memory(source, lines: list[str]) -> None:
   checkpoints = sorted({1, 10, FLAGS.memory_rounds // 4,
                         FLAGS.memory_rounds // 2, FLAGS.memory_rounds})
   samples = collections.OrderedDict()
-  selector = _selector('fedavg', data.num_clients)
-  state = process.initialize()
-  # The runner's loop without its outputs, sampling memory between rounds.
-  for round_num in range(1, FLAGS.memory_rounds + 1):
-    inputs = data.round_inputs(selector.select(round_num, None),
-                               round_num=round_num, local_epochs=1,
-                               batch_size=FLAGS.batch_size, seed=_SEED,
-                               with_validation=False)
-    state = process.next(state, inputs).state
-    if round_num in checkpoints:
-      samples[round_num] = _rss_mb()
+  for timing in _bare_rounds(process, data,
+                             _selector('fedavg', data.num_clients),
+                             FLAGS.memory_rounds):
+    if timing.round_num in checkpoints:
+      samples[timing.round_num] = _rss_mb()
   growth = samples[checkpoints[-1]] - samples[10]
   print(f'memory: {dict(samples)} MB', flush=True)
   lines += [
@@ -416,11 +426,8 @@ def _section_workers(lines: list[str]) -> None:
             remote_speed.markdown_section(FLAGS.rounds), '']
 
 
-def _section_inprocess(source, lines: list[str]) -> None:
-  source, data, _ = _method_data(source)
-  context = _context(data, source)
-  model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
-                                  source.num_classes, _SEED)
+def _section_inprocess(setup: _MethodSetup, lines: list[str]) -> None:
+  data, context, model_spec = setup.data, setup.context, setup.model_spec
   floor_first, floor_median = _floor_seconds(
       model_spec, data, selection.UniformSelector(
           data.num_clients, FLAGS.clients_per_round, _SEED))
@@ -470,44 +477,53 @@ _PROFILE_PARTS = (
 )
 
 
-def _profiled_rounds(process, data, selector) -> tuple[list, list, list]:
-  """Runs FLAGS.rounds rounds; per round: data seconds, next seconds, and
-  the in-process seconds per intrinsic (empty on the worker)."""
-  data_s, next_s, parts = [], [], []
+@dataclasses.dataclass(frozen=True)
+class _RoundTiming:
+  """One round of `_bare_rounds`: its client data and `next` seconds, and
+  the in-process seconds per federated intrinsic (empty on the worker)."""
+  round_num: int
+  data_seconds: float
+  next_seconds: float
+  intrinsic_seconds: collections.Counter
+
+
+def _bare_rounds(process, data, selector, rounds: int):
+  """The runner's loop without its outputs: yields each round's timing after
+  the round (a caller may sample memory between rounds)."""
   state = process.initialize()
-  for round_num in range(1, FLAGS.rounds + 1):
+  for round_num in range(1, rounds + 1):
     start = time.monotonic()
-    inputs = data.round_inputs(
-        selector.select(round_num, None), round_num=round_num,
-        local_epochs=1, batch_size=FLAGS.batch_size, seed=_SEED,
-        with_validation=selector.needs_validation,
-        with_client_index=runner.wants_client_index(process),
-        with_population=runner.wants_population(process))
-    data_s.append(time.monotonic() - start)
+    inputs = runner.round_inputs(
+        process, data, selector, selector.select(round_num, None),
+        round_num=round_num, local_epochs=1, batch_size=FLAGS.batch_size,
+        seed=_SEED)
+    data_seconds = time.monotonic() - start
     before = collections.Counter(runtime.inprocess_seconds() or {})
     start = time.monotonic()
     state = process.next(state, inputs).state
-    next_s.append(time.monotonic() - start)
-    after = collections.Counter(runtime.inprocess_seconds() or {})
-    after.subtract(before)
-    parts.append(after)
-  return data_s, next_s, parts
+    next_seconds = time.monotonic() - start
+    intrinsic_seconds = collections.Counter(runtime.inprocess_seconds() or {})
+    intrinsic_seconds.subtract(before)
+    yield _RoundTiming(round_num, data_seconds, next_seconds,
+                       intrinsic_seconds)
 
 
-def _section_profile(source, lines: list[str]) -> None:
+def _section_profile(setup: _MethodSetup, lines: list[str]) -> None:
   algo = FLAGS.profile_algo
-  source, data, what = _method_data(source)
-  context = _context(data, source)
-  model_spec = spec_lib.ModelSpec(FLAGS.model, tuple(source.train.x.shape[1:]),
-                                  source.num_classes, _SEED)
+  data, what, context = setup.data, setup.what, setup.context
+  model_spec = setup.model_spec
   # One process for both executors: building it (tracing) does not depend
   # on where it runs.
   process, build_s = _build(algo, model_spec, context)
   rows = [('-', 'build the process (tracing, once)', f'{build_s:.2f}', '')]
   for executor in runtime.EXECUTORS:
     runtime.set_execution_context(executor, device='cpu')
-    data_s, next_s, parts = _profiled_rounds(
-        process, data, _selector(algo, data.num_clients))
+    timings = list(_bare_rounds(process, data,
+                                _selector(algo, data.num_clients),
+                                FLAGS.rounds))
+    data_s = [t.data_seconds for t in timings]
+    next_s = [t.next_seconds for t in timings]
+    parts = [t.intrinsic_seconds for t in timings]
     later = slice(1, None)
     median_next = statistics.median(next_s[later])
     rows.append((executor, 'round 1 (compilation + run)', f'{next_s[0]:.2f}',
@@ -551,13 +567,15 @@ def main(argv):
     raise app.UsageError(f'--sections: {", ".join(unknown)} not among '
                          f'{", ".join(_SECTIONS)}.')
   lines = []
+  # Built once, on first use (the FEMNIST sample is read from disk once).
+  setup = functools.cache(lambda: _method_setup(source))
   sections = dict(
-      methods=lambda: _section_floor_and_methods(source, lines),
+      methods=lambda: _section_floor_and_methods(setup(), lines),
       memory=lambda: _section_memory(source, lines),
       population=lambda: _section_population(source, lines),
       workers=lambda: _section_workers(lines),
-      inprocess=lambda: _section_inprocess(source, lines),
-      profile=lambda: _section_profile(source, lines))
+      inprocess=lambda: _section_inprocess(setup(), lines),
+      profile=lambda: _section_profile(setup(), lines))
   for name in _SECTIONS:
     if name in FLAGS.sections:
       sections[name]()

@@ -324,6 +324,21 @@ def run(process: tff.learning.templates.LearningProcess,
   return summary
 
 
+def round_inputs(process: tff.learning.templates.LearningProcess,
+                 data: RoundData, selector: Selector,
+                 client_indices: Sequence[int], *, round_num: int,
+                 local_epochs: int, batch_size: int, seed: int) -> list:
+  """What `process.next` takes for `client_indices` this round: their
+  datasets, with the fields the process and the selector ask for
+  (validation splits, client indices, the whole population)."""
+  return data.round_inputs(
+      client_indices, round_num=round_num, local_epochs=local_epochs,
+      batch_size=batch_size, seed=seed,
+      with_validation=selector.needs_validation,
+      with_client_index=wants_client_index(process),
+      with_population=wants_population(process))
+
+
 def _run_round(round_num: int,
                process: tff.learning.templates.LearningProcess,
                data: RoundData, selector: Selector,
@@ -333,12 +348,9 @@ def _run_round(round_num: int,
               ) -> checkpointing.RunState:
   """One round: select, train, evaluate if due, release; the state after it."""
   client_indices = selector.select(round_num, progress.measurements)
-  inputs = data.round_inputs(
-      client_indices, round_num=round_num, local_epochs=config.local_epochs,
-      batch_size=config.batch_size, seed=config.seed,
-      with_validation=selector.needs_validation,
-      with_client_index=wants_client_index(process),
-      with_population=wants_population(process))
+  inputs = round_inputs(process, data, selector, client_indices,
+                        round_num=round_num, local_epochs=config.local_epochs,
+                        batch_size=config.batch_size, seed=config.seed)
   start = time.monotonic()
   output = process.next(progress.process_state, inputs)
   seconds = time.monotonic() - start
