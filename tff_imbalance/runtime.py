@@ -270,6 +270,8 @@ _ACTIVE_WORKER: Optional[_LazyWorker] = None
 # What runs the computations, for summary.json; updated in place, so that a
 # run's summary, which holds this dict, sees the devices used meanwhile.
 _EXECUTION: dict[str, Any] = {}
+# The in-process path's placement while it is the context, else None.
+_INPROCESS_PLACEMENT: Optional[inprocess.Placement] = None
 
 
 def _stop_local_worker() -> None:
@@ -279,9 +281,12 @@ def _stop_local_worker() -> None:
     _ACTIVE_WORKER = None
 
 
-def _record_execution(executor: str, devices: Any) -> None:
+def _record_execution(executor: str, devices: Any,
+                      placement: Optional[inprocess.Placement] = None) -> None:
+  global _INPROCESS_PLACEMENT
   _EXECUTION.clear()
   _EXECUTION.update(executor=executor, devices=devices)
+  _INPROCESS_PLACEMENT = placement
 
 
 def execution_summary() -> dict[str, Any]:
@@ -330,13 +335,7 @@ def set_inprocess_execution_context(device: str = 'auto') -> None:
   tff.framework.get_context_stack().set_default_context(
       inprocess.build_execution_context(placement))
   # The placement's own list, filled in while computations run.
-  _record_execution('inprocess', placement.used)
-  _INPROCESS_SECONDS.clear()
-  _INPROCESS_SECONDS.append(placement.seconds)
-
-
-# The active in-process placement's seconds per intrinsic (a one-item list).
-_INPROCESS_SECONDS: list = []
+  _record_execution('inprocess', placement.used, placement)
 
 
 def inprocess_seconds() -> Optional[collections.Counter]:
@@ -347,9 +346,9 @@ def inprocess_seconds() -> Optional[collections.Counter]:
   `federated_eval_at_server` server work. None unless the in-process path
   is the context (TFF's worker shows no such breakdown).
   """
-  if _EXECUTION.get('executor') != 'inprocess' or not _INPROCESS_SECONDS:
+  if _INPROCESS_PLACEMENT is None:
     return None
-  return _INPROCESS_SECONDS[0]
+  return _INPROCESS_PLACEMENT.seconds
 
 
 EXECUTORS = ('worker', 'inprocess')
