@@ -158,12 +158,12 @@ class Cell:
   """
   values: tuple[tuple[float, ...], ...]
   seconds_per_round: tuple[float, ...]
-  commits: tuple[str, ...] = ()
-  seed_ids: tuple[int, ...] = ()
+  commits: tuple[str, ...]
+  seed_ids: tuple[int, ...]
 
   @property
   def seeds(self) -> int:
-    return len(self.seconds_per_round)
+    return len(self.seed_ids)
 
   def mean(self, measure: int, seeds: Optional[set[int]] = None) -> float:
     """The mean over all seeds, or over `seeds` among them."""
@@ -186,12 +186,12 @@ def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
         summary = common.finished_summary(run, runs_dir)
         if summary is None:
           continue
-        commits.append(common.run_commit(os.path.join(runs_dir, run.name)))
+        run_dir = os.path.join(runs_dir, run.name)
+        commits.append(common.run_commit(run_dir))
         seed_ids.append(seed)
         for measure, kept in zip(measures, values):
           kept.append(measure.read(summary, rounds, table.last_rounds))
-        seconds.append(common.round_seconds(
-            os.path.join(runs_dir, run.name))[1])
+        seconds.append(common.round_seconds(run_dir)[1])
       if seconds:
         cells[(row, column)] = Cell(tuple(map(tuple, values)), tuple(seconds),
                                     tuple(commits), tuple(seed_ids))
@@ -199,7 +199,7 @@ def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
 
 
 def paper_difference(table: PaperTable, row: str,
-                      column: str) -> Optional[float]:
+                     column: str) -> Optional[float]:
   baseline = next(iter(table.rows))
   paper = table.measures[0].paper
   if row == baseline or (row, column) not in paper or (
@@ -209,7 +209,7 @@ def paper_difference(table: PaperTable, row: str,
 
 
 def our_difference(table: PaperTable, cells: Mapping[tuple[str, str], Cell],
-                    row: str, column: str) -> Optional[float]:
+                   row: str, column: str) -> Optional[float]:
   baseline = next(iter(table.rows))
   if row == baseline or (row, column) not in cells or (
       (baseline, column) not in cells):
@@ -225,19 +225,21 @@ def our_difference(table: PaperTable, cells: Mapping[tuple[str, str], Cell],
       cells[(baseline, column)].mean(0, common_seeds))
 
 
-def _format(value: float, scale: float) -> str:
-  return f'{value:.2f}' if scale != 1 else f'{value:.4f}'
+def _digits(scale: float) -> int:
+  """Decimals of a number in the paper's unit: 2 for percent, 4 for
+  fractions."""
+  return 2 if scale != 1 else 4
 
 
 def _ours(values: Sequence[float], scale: float) -> str:
   """mean ± std of our values in the paper's unit; n/a when undefined."""
   if all(np.isnan(values)):
     return 'n/a'
-  return common.mean_std(np.multiply(values, scale), 2 if scale != 1 else 4)
+  return common.mean_std(np.multiply(values, scale), _digits(scale))
 
 
 def column_table(table: PaperTable, column: str,
-                  cells: Mapping[tuple[str, str], Cell]) -> str:
+                 cells: Mapping[tuple[str, str], Cell]) -> str:
   first = table.measures[0]
   header = ['method']
   for measure in table.measures:
@@ -252,7 +254,8 @@ def column_table(table: PaperTable, column: str,
     line = [row]
     for index, measure in enumerate(table.measures):
       paper = measure.paper.get((row, column))
-      line.append('' if paper is None else _format(paper, measure.scale))
+      line.append('' if paper is None else
+                  f'{paper:.{_digits(measure.scale)}f}')
       line.append('not run yet' if cell is None else
                   _ours(cell.values[index], measure.scale))
     paper_diff = paper_difference(table, row, column)
@@ -260,7 +263,7 @@ def column_table(table: PaperTable, column: str,
     agree = ''
     if paper_diff is not None and ours_diff is not None:
       agree = 'yes' if (paper_diff >= 0) == (ours_diff >= 0) else '**no**'
-    digits = 2 if first.scale != 1 else 4
+    digits = _digits(first.scale)
     line += ['' if paper_diff is None else f'{paper_diff:+.{digits}f}',
              '' if ours_diff is None else f'{ours_diff:+.{digits}f}', agree]
     for offset, measure in enumerate(table.ours_only, len(table.measures)):
@@ -274,8 +277,8 @@ def column_table(table: PaperTable, column: str,
 
 
 def plot(parts: Sequence[PaperTable],
-          cells: Mapping[str, Mapping[tuple[str, str], Cell]],
-          path: str) -> None:
+         cells: Mapping[str, Mapping[tuple[str, str], Cell]],
+         path: str) -> None:
   """Per part and column: each row's difference to the baseline row in the
   first measure, the paper's beside ours."""
   panels = [(part, column) for part in parts for column in part.columns]
