@@ -3,6 +3,8 @@ parallel jobs, commits), table formatting, round times, result files."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -187,3 +189,22 @@ def test_write_result_puts_the_footer_after_the_table(tmp_path):
   common.write_result(path, 'T', 'cmd', 'Notes.', '| a |\n|---|',
                       footer='2 of 2 runs were reused.')
   assert open(path).read().endswith('|---|\n\n2 of 2 runs were reused.\n')
+
+
+@pytest.mark.parametrize('module, flag, message', [
+    ('bench.speed', '--sections=nope',
+     '--sections: nope not among methods, memory'),
+    ('bench.reproduce', '--table=redgrape_t1 --rows=Nope',
+     'Nope: not a column or row of redgrape_t1'),
+])
+def test_a_bad_benchmark_flag_stops_with_its_line(module, flag, message,
+                                                  tmp_path):
+  result = subprocess.run(
+      [sys.executable, '-m', module, *flag.split(),
+       f'--output={tmp_path / "out.md"}'],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+  assert result.returncode != 0
+  assert 'Traceback' not in result.stderr
+  assert result.stderr.strip().splitlines()[-1].startswith(message)
+  assert not (tmp_path / 'out.md').exists()
