@@ -79,8 +79,19 @@ def last_rounds_mean(metric: str) -> Callable[[dict, int, int], float]:
 
 
 def monitor_cosine(summary: dict, rounds: int, last_rounds: int) -> float:
-  del rounds, last_rounds  # The mean over every round the monitor saw.
-  return summary['released']['monitor_cosine_similarity']['mean']
+  """The monitor's mean cosine over every round it saw; NaN (n/a) for a
+  run without the monitor."""
+  del rounds, last_rounds
+  cosine = summary.get('released', {}).get('monitor_cosine_similarity')
+  return float('nan') if cosine is None else cosine['mean']
+
+
+def local_global_cosine(summary: dict, rounds: int, last_rounds: int
+                        ) -> float:
+  """The split's mean cosine between the clients' and the global class
+  counts (002's CS, `partition.local_global_cosine`)."""
+  del rounds, last_rounds  # A property of the split.
+  return summary['data'].get('local_global_cosine_mean', float('nan'))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,9 @@ runs and writes them):
   and psi at ratio 0.10.
 * `ratio_monitor`: 002 table 2's MNIST columns (Gamma 10..100:1): Ac.M and
   AUC of CE, focal and Ratio Loss, and the monitor's cosine similarity.
+* `mfe_t9`: 002 supplementary table 9's MNIST columns (Gamma 20:1, three
+  levels of local/global mismatch): MSE, MFE with each client's own minority
+  classes (MFE-L) and with the composition monitor's (MFE-G).
 * `balancefl_t4`: 003 table 4's ablation rows on MNIST-LT with tau-sampling.
 * `femnist`: every method on the 105-writer FEMNIST sample beside 004
   table 11.

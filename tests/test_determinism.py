@@ -74,11 +74,12 @@ def _final_weights(process, algo, data, seed):
   return weights
 
 
-def _assert_repeats_and_seed_matters(model_spec, algo):
+def _assert_repeats_and_seed_matters(model_spec, algo, **config_overrides):
   runtime.set_local_execution_context()
   data, aux = _data()
   config = registry.AlgorithmConfig(
-      client_lr=0.1, clients_per_round=COHORT, local_epochs=2, batch_size=8)
+      client_lr=0.1, clients_per_round=COHORT, local_epochs=2, batch_size=8,
+      **config_overrides)
   options = registry.make_options(algo, **{
       flag: value for flag, value in _SMALL_OPTIONS.items()
       if flag in options_lib.flag_names(registry.get(algo).options_class)})
@@ -125,3 +126,9 @@ def test_dropout_masks_follow_the_batch_and_layer_seed():
   np.testing.assert_array_equal(
       layer([activations, images], training=False), activations)
   np.testing.assert_array_equal(layer([activations, images]), activations)
+
+
+@pytest.mark.parametrize('minority', registry.MINORITY_SOURCES)
+def test_mfe_repeats_bit_for_bit(minority):
+  _assert_repeats_and_seed_matters(_MLP, 'fedavg', loss='msfe',
+                                   mfe_minority=minority)

@@ -279,6 +279,10 @@ def test_composition_summary_counts_the_split():
       'profiled_examples': 6,
       'profiled_class_counts': [2, 1, 3],
       'client_class_counts': [[1, 1, 0], [1, 0, 3]],
+      # cos([1,1,0], [2,1,3]) = 3/(sqrt(2) sqrt(14)), cos([1,0,3], ..) =
+      # 11/(sqrt(10) sqrt(14)).
+      'local_global_cosine_mean': pytest.approx(
+          (3 / np.sqrt(28) + 11 / np.sqrt(140)) / 2),
   }
 
 
@@ -334,3 +338,50 @@ def test_dirichlet_per_class_keeps_drawing_for_clients_full_of_head_class():
       if counts[0] >= mean_size and counts[1:].sum() > 0:
         full_clients_with_tail += 1
   assert full_clients_with_tail >= 3
+
+
+def test_classes_per_client_gives_k_classes_in_about_equal_counts():
+  # 4 classes of 300 and one of 15 (Gamma 20:1) over 30 clients, 2 each.
+  labels = np.repeat(np.arange(5), [300, 300, 300, 300, 15])
+  parts = partition.classes_per_client_partition(labels, 30, 2, seed=0)
+  assert np.array_equal(np.sort(np.concatenate(parts)),
+                        np.arange(labels.size))
+  counts = np.array([np.bincount(labels[p], minlength=5) for p in parts])
+  assert ((counts > 0).sum(axis=1) == 2).all()
+  # Holders in proportion to size: 60 slots, the rare class 1 holder
+  # (apportioned 0, raised to 1), the others 14-15 holders of ~20 each.
+  holders = (counts > 0).sum(axis=0)
+  assert holders[4] == 1 and holders.sum() == 60
+  held = counts[counts > 0]
+  assert held.min() >= 15 and held.max() <= 22
+  # Locally balanced, globally imbalanced: the clients mirror the whole far
+  # less than an iid split does.
+  assert partition.local_global_cosine(counts) < 0.8
+  iid = partition.iid_partition(labels.size, 30, 0)
+  assert partition.local_global_cosine(np.array(
+      [np.bincount(labels[p], minlength=5) for p in iid])) > 0.95
+  again = partition.classes_per_client_partition(labels, 30, 2, seed=0)
+  assert all(np.array_equal(a, b) for a, b in zip(parts, again))
+  other = partition.classes_per_client_partition(labels, 30, 2, seed=1)
+  assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+
+
+def test_classes_per_client_caps_a_class_at_every_client():
+  # k = C: every client holds every class, whatever the class sizes.
+  labels = np.repeat(np.arange(3), [90, 30, 6])
+  parts = partition.classes_per_client_partition(labels, 5, 3, seed=0)
+  counts = np.array([np.bincount(labels[p], minlength=3) for p in parts])
+  assert (counts > 0).all()
+  np.testing.assert_array_equal(counts.sum(axis=0), [90, 30, 6])
+
+
+@pytest.mark.parametrize('clients,k,pattern', [
+    (10, 0, r'--classes_per_client must be in \[1, 5\]'),
+    (10, 6, r'--classes_per_client must be in \[1, 5\]'),
+    (2, 2, r'--num_clients=2 clients of 2 classes hold 4 classes, fewer '
+     r'than the 5'),
+])
+def test_classes_per_client_bad_values_are_named(clients, k, pattern):
+  labels = np.repeat(np.arange(5), 20)
+  with pytest.raises(errors.UserInputError, match=pattern):
+    partition.classes_per_client_partition(labels, clients, k, seed=0)

@@ -3,7 +3,7 @@
 Every partition returns one int64 index array per client (sorted positions
 into the `labels` array it was given); every example lands in exactly one
 client. All randomness flows from an explicit `seed`, so a seed fixes the
-split. Five schemes:
+split. Six schemes:
 
   * `iid_partition`: a shuffled, near-equal split.
   * `dirichlet_partition`: equal-size clients whose class proportions are
@@ -17,6 +17,9 @@ split. Five schemes:
     under Dir(alpha * pi), whose tail parameters are tiny.
   * `tau_sampling_partition`: BalanceFL's tau-sampling (003 sec 6.1.1), where
     the rarest classes sit on the fewest clients.
+  * `classes_per_client_partition`: every client holds k classes in about
+    equal counts, a class held by a number of clients proportional to its
+    size (002's local/global mismatch, its sec 4.4 and supplement table 9).
   * `writer_partition`: natural clients, one per writer (LEAF / TFF EMNIST).
 
 `train_validation_split` then splits one client's examples, stratified by
@@ -362,6 +365,105 @@ def tau_sampling_partition(labels: np.ndarray,
       np.split(sequence[by_owner], np.cumsum(filled)[:-1]))
 
 
+def _holders_per_class(counts: np.ndarray, slots: int,
+                       num_clients: int) -> np.ndarray:
+  """Clients holding each class: `slots` apportioned in proportion to the
+  class counts (largest remainder), a non-empty class given 0 raised to 1
+  at the expense of the class with the most, and a class over K capped at K
+  with the rest re-apportioned over the others."""
+  present = counts > 0
+  holders = np.zeros(counts.size, np.int64)
+  capped = np.zeros_like(present)
+  while True:
+    free = np.flatnonzero(present & ~capped)
+    shares = _apportion(slots - int(holders[capped].sum()),
+                        counts[free].astype(np.int64))
+    for empty in np.flatnonzero(shares == 0):
+      shares[np.argmax(shares)] -= 1
+      shares[empty] = 1
+    holders[free] = shares
+    over = holders > num_clients
+    if not over.any():
+      return holders
+    holders[over] = num_clients
+    capped |= over
+
+
+def classes_per_client_partition(labels: np.ndarray,
+                                 num_clients: int,
+                                 classes_per_client: int,
+                                 seed: int,
+                                 num_classes: Optional[int] = None
+                                 ) -> list[np.ndarray]:
+  """Every client holds k classes; a class is held by clients in proportion
+  to its size, so that locally the classes are about equally frequent.
+
+  002 controls the mismatch between local and global imbalance by "the
+  number of classes each client may have" (sec 4.4: 2 to 5 of 10), each
+  class with "equal sample quantity" on a client (sec 4.1), while the global
+  composition stays imbalanced (Gamma:1). Its code is not public; this is
+  our construction with those properties, K clients and k classes each:
+
+  1. Class c is held by h_c clients, h = K k apportioned in proportion to
+     the class counts N_c, at least 1 and at most K per class.
+  2. The K k holder slots are laid out class after class, the classes in a
+     random order, and slot j goes to client perm(j mod K) (perm random):
+     each client gets k slots, and a class's h_c <= K consecutive slots go
+     to h_c different clients.
+  3. Each class's examples, shuffled, are split into h_c near-equal parts,
+     one per holder.
+
+  A client then holds N_c / h_c ~ N / (K k) examples of each of its
+  classes: a globally rare class is held by few clients, not thinly by many,
+  so no client sees the global imbalance (fewer classes: a larger mismatch;
+  `composition_summary` reports the clients' mean cosine to the global
+  composition, 002's CS).
+
+  Args:
+    labels: int labels of shape [N], non-negative.
+    num_clients: number of clients K, 1 <= K <= N.
+    classes_per_client: k, 1 <= k <= the number of non-empty classes.
+    seed: seed of the class order, the client permutation and the pools.
+    num_classes: number of classes C; defaults to max(labels) + 1.
+
+  Returns:
+    K sorted int64 index arrays into `labels`.
+
+  Raises:
+    errors.UserInputError: on bad labels, K out of range, k out of range,
+      or more classes than holder slots (K k < non-empty classes).
+  """
+  labels = stats.validate_labels(labels)
+  _check_num_clients(num_clients, labels.size)
+  num_classes = num_classes or int(labels.max()) + 1
+  counts = np.bincount(labels, minlength=num_classes)
+  present = int((counts > 0).sum())
+  if not 1 <= classes_per_client <= present:
+    raise errors.UserInputError(
+        f'--classes_per_client must be in [1, {present}] (the classes with '
+        f'examples; got {classes_per_client}).')
+  slots = num_clients * classes_per_client
+  if slots < present:
+    raise errors.UserInputError(
+        f'--num_clients={num_clients} clients of {classes_per_client} '
+        f'classes hold {slots} classes, fewer than the {present} classes '
+        'with examples: raise --num_clients or --classes_per_client.')
+  rng = np.random.default_rng(seed)
+  pools = _class_pools(labels, num_classes, rng)
+  holders = _holders_per_class(counts, slots, num_clients)
+  class_order = rng.permutation(num_classes)
+  clients = rng.permutation(num_clients)
+  parts = [[] for _ in range(num_clients)]
+  next_slot = 0
+  for c in class_order:
+    owners = clients[(next_slot + np.arange(holders[c])) % num_clients]
+    for owner, piece in zip(owners, np.array_split(pools[c], holders[c])):
+      parts[owner].append(piece)
+    next_slot += holders[c]
+  return _sorted_int64([np.concatenate(p) if p else np.zeros(0, np.int64)
+                        for p in parts])
+
+
 def writer_partition(
     writer_ids: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
   """Natural clients: one per distinct writer.
@@ -410,7 +512,19 @@ def composition_summary(labels: np.ndarray,
       'profiled_examples': int(per_client.sum()),
       'profiled_class_counts': per_client.sum(axis=0).tolist(),
       'client_class_counts': per_client.tolist(),
+      'local_global_cosine_mean': local_global_cosine(per_client),
   }
+
+
+def local_global_cosine(client_class_counts: np.ndarray) -> float:
+  """002's CS: the mean over clients of cos(v_j, V), v_j a client's class
+  counts and V their sum (sec 3.2); 1 when every client mirrors the whole."""
+  counts = np.asarray(client_class_counts, np.float64)
+  total = counts.sum(axis=0)
+  norms = np.linalg.norm(counts, axis=1) * np.linalg.norm(total)
+  cosines = np.divide(counts @ total, norms, out=np.zeros(len(counts)),
+                      where=norms > 0)
+  return float(cosines.mean())
 
 
 def train_validation_split(client_indices: np.ndarray,

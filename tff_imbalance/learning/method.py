@@ -19,12 +19,13 @@ from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import losses
 from tff_imbalance.data import arrays
+from tff_imbalance.learning import mfe
 from tff_imbalance.learning import monitor as monitor_lib
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
 
-LOSSES = ('ce', 'focal')
+LOSSES = ('ce', 'focal', 'mse', *mfe.MFE_LOSSES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +37,15 @@ class AlgorithmConfig:
     client_momentum: local SGD momentum (0 for plain SGD).
     server_lr: server learning rate; None takes the method's default (1.0
       for the SGD servers, where 1.0 is plain FedAvg; 0.01 for FedAdam).
-    loss: local loss, 'ce' or 'focal' (000 eq. 6), for the methods whose
-      `local_loss` is `LocalLoss.FLAGGED`.
+    loss: local loss, for the methods whose `local_loss` is
+      `LocalLoss.FLAGGED`: 'ce', 'focal' (000 eq. 6), 'mse' (squared error
+      of the softmax outputs), 'mfe' or 'msfe' (Wang et al. 2016; methods
+      with `minority_losses` only, `learning.mfe`).
+    mfe_minority: where MFE/MSFE's minority classes come from: 'local' (each
+      client's own counts, 002's MFE-L) or 'global' (the composition
+      monitor's estimate, MFE-G).
+    mfe_minority_share: a class is a minority class when its share is below
+      this fraction of a balanced class's share 1/C.
     focal_gamma: focal loss gamma.
     focal_alpha: focal loss alpha: one weight, or one per class.
     clients_per_round: the fixed cohort size K.
@@ -53,6 +61,8 @@ class AlgorithmConfig:
   loss: str = 'ce'
   focal_gamma: float = 2.0
   focal_alpha: tuple[float, ...] = (1.0,)
+  mfe_minority: str = 'local'
+  mfe_minority_share: float = mfe.DEFAULT_MINORITY_SHARE
   clients_per_round: int = 10
   local_epochs: int = 1
   batch_size: int = 32
@@ -73,6 +83,11 @@ class AlgorithmConfig:
       raise errors.UserInputError(
           f'--loss must be one of {", ".join(LOSSES)} (got {self.loss!r}).')
     self.focal_loss()  # Validates the loss's own parameters now.
+    if self.mfe_minority not in mfe.MINORITY_SOURCES:
+      raise errors.UserInputError(
+          f'--mfe_minority must be one of {", ".join(mfe.MINORITY_SOURCES)} '
+          f'(got {self.mfe_minority!r}).')
+    mfe.check_minority_share(self.mfe_minority_share)
     if not self.ratio_threshold > 0:
       raise errors.UserInputError(
           f'--ratio_threshold must be > 0 (got {self.ratio_threshold}).')
@@ -84,10 +99,25 @@ class AlgorithmConfig:
     return losses.focal_loss(gamma=self.focal_gamma, alpha=alpha)
 
   def per_example_loss(self) -> losses.PerExampleLoss:
-    """The flagged local loss (--loss)."""
+    """The flagged local loss (--loss); MFE and MSFE read a [C] minority
+    mask as their context (`learning.mfe`)."""
     if self.loss == 'focal':
       return self.focal_loss()
+    if self.loss == 'mse':
+      return losses.squared_error
+    if self.loss in mfe.MFE_LOSSES:
+      return losses.mean_false_error(squared=self.loss == 'msfe')
     return losses.cross_entropy
+
+  @property
+  def uses_minority(self) -> bool:
+    """Whether the loss needs minority classes (--loss=mfe or msfe)."""
+    return self.loss in mfe.MFE_LOSSES
+
+  @property
+  def loss_runs_monitor(self) -> bool:
+    """Whether the loss runs the composition monitor (MFE-G)."""
+    return self.uses_minority and self.mfe_minority == 'global'
 
   def client_optimizer(self) -> tff.learning.optimizers.Optimizer:
     return tff.learning.optimizers.build_sgdm(
@@ -160,6 +190,8 @@ class Method:
       per-client validation splits (only then is one carved).
     runs_monitor: whether it runs the composition monitor itself (--monitor
       is then moot).
+    minority_losses: whether its local loop carries MFE/MSFE's minority
+      classes (`--loss=mfe|msfe`; the FedAvg family's methods).
   """
   name: str
   build: Builder
@@ -169,6 +201,7 @@ class Method:
   make_selector: Optional[Callable[..., Any]] = None
   uses_validation: Callable[[Any], bool] = _never
   runs_monitor: bool = False
+  minority_losses: bool = False
 
   def default_options(self) -> Any:
     """The options at their defaults (None without an options class)."""

@@ -67,6 +67,24 @@ MAX_RATIO = 5000.0
 RELEASED = 'released'
 
 
+def check_aux_data(aux: arrays.LabeledArrays | None, what: str) -> None:
+  """Refuses to build a monitored process without auxiliary data.
+
+  Args:
+    aux: the server's auxiliary examples.
+    what: what needs them, by its Python and flag names, e.g.
+      "monitor=True (--monitor)".
+
+  Raises:
+    errors.UserInputError: if `aux` is None or empty.
+  """
+  if aux is None or not len(aux):
+    raise errors.UserInputError(
+        f'{what} needs the server\'s auxiliary data: pass aux_data, a few '
+        'examples of every class held out of every client (--aux_per_class '
+        '>= 1).')
+
+
 def _own_and_others(changes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """Splits per-class kernel changes into own and mean-of-others parts.
 
@@ -245,6 +263,7 @@ def build_monitored_process(
     batch_size: int,
     threshold: float = DEFAULT_THRESHOLD,
     before_round: Optional[tff.Computation] = None,
+    after_round: Optional[tff.Computation] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Wraps a learning process with the composition monitor (002 sec 3.2).
 
@@ -253,7 +272,9 @@ def build_monitored_process(
   optional `before_round(inner_state, ratios, t) -> inner_state` runs next
   (Ratio Loss puts its class weights alpha + beta Ra into the state there, so
   that clients train with the weights of the model they receive); then the
-  inner `next`; then eq. 8 on G_t+1 - G_t estimates the round's composition.
+  inner `next`; then eq. 8 on G_t+1 - G_t estimates the round's composition;
+  the optional `after_round(inner_state, estimated_composition, t) ->
+  inner_state` runs last (MFE-G sets next round's minority classes there).
   Without a hook the monitor is a pure diagnostic: the inner process's
   states, models and measurements are exactly those of the unwrapped one.
 
@@ -267,6 +288,7 @@ def build_monitored_process(
     batch_size: the clients' batch size.
     threshold: T_Ra of eq. 7's filter.
     before_round: optional TF computation, see above.
+    after_round: optional TF computation, see above.
 
   Returns:
     A `LearningProcess` with state `OrderedDict(inner, round)` and the inner
@@ -370,8 +392,12 @@ def build_monitored_process(
     metrics = collections.OrderedDict(
         (name, output.metrics[name]) for name in metric_names)
     metrics[RELEASED] = released
+    inner_state = output.state
+    if after_round is not None:
+      inner_state = tff.federated_map(after_round, (
+          inner_state, released.monitor_estimated_composition, round_num))
     new_state = tff.federated_zip(
-        collections.OrderedDict(inner=output.state, round=round_num))
+        collections.OrderedDict(inner=inner_state, round=round_num))
     return tff.learning.templates.LearningProcessOutput(
         new_state, tff.federated_zip(metrics))
 

@@ -15,6 +15,8 @@ from typing import Any, Iterator, Optional, Sequence
 from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance.learning import method
+from tff_imbalance.learning import mfe
+from tff_imbalance.learning import monitor as monitor_lib
 from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning import selection
 from tff_imbalance.learning.algorithms import balanced_softmax
@@ -34,6 +36,9 @@ tff = compat.tff
 AlgorithmConfig = method.AlgorithmConfig
 TaskContext = method.TaskContext
 ClientMode = method.ClientMode
+LOSSES = method.LOSSES
+MINORITY_SOURCES = mfe.MINORITY_SOURCES
+DEFAULT_MINORITY_SHARE = mfe.DEFAULT_MINORITY_SHARE
 
 ALGORITHMS: dict[str, method.Method] = {m.name: m for m in (
     fedavg_family.FEDAVG,
@@ -179,14 +184,20 @@ def build_process(name: str, model_spec: spec_lib.ModelOrFactory,
       None takes their defaults.
 
   Raises:
-    errors.UserInputError: for an unknown name, or --monitor without
-      auxiliary data.
+    errors.UserInputError: for an unknown name, --monitor (or MFE-G) without
+      auxiliary data, or --loss=mfe|msfe with a method that cannot take it.
   """
   entry = get(name)
   model_spec = spec_lib.as_model_spec(model_spec)
-  watch = config.monitor and not entry.runs_monitor
+  if config.uses_minority and not entry.minority_losses:
+    raise errors.UserInputError(
+        f'--loss={config.loss} needs minority classes in the local loop, '
+        f'which --algo={name} does not carry: use --algo='
+        f'{",".join(sorted(_names(lambda m: m.minority_losses)))}.')
+  watch = config.monitor and not (entry.runs_monitor or
+                                  config.loss_runs_monitor)
   if watch:
-    ratio.check_aux_data(context.aux_data, 'monitor=True (--monitor)')
+    monitor_lib.check_aux_data(context.aux_data, 'monitor=True (--monitor)')
   process = entry.build(model_spec, config,
                         _options_or_default(entry, options), context)
   if watch:
@@ -217,8 +228,11 @@ def _shared_flag_scopes(name: str, config: AlgorithmConfig, options: Any):
       'validation_fraction': (
           entry.uses_validation(options),
           '--algo=fedfocal with --psi > 0; no validation split is carved'),
-      'ratio_threshold': (entry.runs_monitor or config.monitor,
-                          '--algo=ratio or --monitor'),
+      'ratio_threshold': (
+          entry.runs_monitor or config.monitor or config.loss_runs_monitor,
+          '--algo=ratio, --monitor or --mfe_minority=global'),
+      'mfe_minority': (config.uses_minority, '--loss=mfe or msfe'),
+      'mfe_minority_share': (config.uses_minority, '--loss=mfe or msfe'),
       'server_lr': (federated, _FEDERATED_ONLY),
       'clients_per_round': (federated, _FEDERATED_ONLY),
   }

@@ -74,9 +74,18 @@ flags.DEFINE_float('client_momentum', 0.0, 'Local SGD momentum.')
 flags.DEFINE_float('server_lr', None,
                    'Server learning rate (default: 1.0 for SGD servers, 0.01 '
                    'for fedadam).')
-flags.DEFINE_enum('loss', 'ce', ['ce', 'focal'],
-                  'Local loss for every algorithm: cross-entropy or focal '
-                  '(000 eq. 6; fedfocal always uses focal).')
+flags.DEFINE_enum('loss', 'ce', list(registry.LOSSES),
+                  'Local loss: cross-entropy, focal (000 eq. 6; fedfocal '
+                  'always uses focal), mse (squared error of the softmax '
+                  'outputs), mfe or msfe (mean (squared) false error, Wang '
+                  'et al. 2016: fedavg, fedavgm, fedadam, fedprox).')
+flags.DEFINE_enum('mfe_minority', 'local', list(registry.MINORITY_SOURCES),
+                  'MFE/MSFE minority classes: local (each client\'s own '
+                  'label counts, 002\'s MFE-L) or global (the composition '
+                  'monitor\'s estimate, broadcast each round: MFE-G).')
+flags.DEFINE_float('mfe_minority_share', registry.DEFAULT_MINORITY_SHARE,
+                   'A class is a minority class when its share is below '
+                   'this fraction of a balanced class\'s share 1/C.')
 flags.DEFINE_float('focal_gamma', 2.0, 'Focal loss gamma (>= 0).')
 flags.DEFINE_list('focal_alpha', ['1.0'],
                   'Focal loss alpha: one weight, or one per class.')

@@ -58,15 +58,20 @@ flags.DEFINE_float('minority_ratio', 100.0,
                    'majority class.')
 flags.DEFINE_enum('partition', 'dirichlet',
                   ['dirichlet', 'dirichlet_per_client', 'dirichlet_per_class',
-                   'tau', 'iid'],
+                   'tau', 'classes_per_client', 'iid'],
                   'dirichlet = dirichlet_per_client: equal-size clients, each '
                   'drawing its class mix from Dir(alpha*pi) (FedNLP "hetero", '
                   'RedGrape\'s MNIST code); dirichlet_per_class: each class '
                   'split over the clients by Dir(alpha*1_K), unequal clients '
                   '(CReFF, NIID-Bench); tau: tau-sampling (003 sec 6.1.1); '
-                  'iid.')
+                  'classes_per_client: k classes per client in about equal '
+                  'counts, a class held by clients in proportion to its size '
+                  '(002\'s local/global mismatch); iid.')
 flags.DEFINE_float('dirichlet_alpha', 1.0, 'Dirichlet concentration alpha.')
 flags.DEFINE_float('tau', 2.0, 'tau-sampling: n_tau = tau * n_min.')
+flags.DEFINE_integer('classes_per_client', 2,
+                     'classes_per_client partition: classes k per client '
+                     '(fewer: a larger local/global mismatch).')
 flags.DEFINE_integer('num_clients', 10, 'Number of simulated clients.')
 flags.DEFINE_bool('noisy', False,
                   'Noisy MNIST (000 sec 4.2): add N(--noise_mean, '
@@ -104,6 +109,10 @@ def _partition(labels: np.ndarray, num_classes: int) -> list[np.ndarray]:
     return partition.dirichlet_per_class_partition(
         labels, FLAGS.num_clients, FLAGS.dirichlet_alpha, FLAGS.seed,
         num_classes=num_classes)
+  if FLAGS.partition == 'classes_per_client':
+    return partition.classes_per_client_partition(
+        labels, FLAGS.num_clients, FLAGS.classes_per_client, FLAGS.seed,
+        num_classes)
   if FLAGS.partition == 'tau':
     return partition.tau_sampling_partition(labels, FLAGS.num_clients,
                                             FLAGS.tau, FLAGS.seed)
@@ -132,6 +141,8 @@ def _check_flags() -> None:
        '--profile=unbalanced'),
       ('dirichlet_alpha', dirichlet, split, '--partition=dirichlet*'),
       ('tau', FLAGS.partition == 'tau', split, '--partition=tau'),
+      ('classes_per_client', FLAGS.partition == 'classes_per_client', split,
+       '--partition=classes_per_client'),
       ('noise_mean', FLAGS.noisy, '--nonoisy', '--noisy'),
       ('noise_std', FLAGS.noisy, '--nonoisy', '--noisy'),
   ])

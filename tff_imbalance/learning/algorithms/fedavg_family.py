@@ -19,6 +19,7 @@ import numpy as np
 from tff_imbalance import compat
 from tff_imbalance import losses
 from tff_imbalance.learning import method
+from tff_imbalance.learning import mfe
 from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import spec as spec_lib
@@ -182,45 +183,64 @@ def build_fedprox(
       proximal_strength=proximal_strength)
 
 
-def _fedavg_with_server(model_spec, config, server_optimizer):
+def _fedavg_with_server(model_spec, config, server_optimizer, context,
+                        proximal_strength=0.0):
   """FedAvg's round with a chosen server optimizer, on our client work.
 
   The same arithmetic as TFF's `build_weighted_fed_avg` (tested equal in
   tests/test_learning.py), at the plain-TF floor's speed per round
-  (results/speed.md), with the flagged per-example loss.
+  (results/speed.md), with the flagged per-example loss. With --loss=mfe or
+  msfe the local loop also carries the minority classes (`learning.mfe`):
+  each client's own (--mfe_minority=local), or the composition monitor's
+  estimate broadcast with the model (global; the process then runs the
+  monitor on the server's auxiliary data).
   """
-  return build_local_training_process(
+  model_spec = spec_lib.as_model_spec(model_spec)
+  plugin = None
+  if config.uses_minority:
+    plugin = (mfe.local_minority_plugin(model_spec.num_classes,
+                                        config.mfe_minority_share)
+              if config.mfe_minority == 'local' else
+              mfe.broadcast_minority_plugin(model_spec.num_classes))
+  process = build_local_training_process(
       model_spec, config.client_optimizer(), server_optimizer,
-      loss=config.per_example_loss())
+      loss=config.per_example_loss(), proximal_strength=proximal_strength,
+      plugin=plugin)
+  if config.loss_runs_monitor:
+    process = mfe.build_global_minority(
+        process, model_spec, context.aux_data, config.client_optimizer(),
+        local_epochs=config.local_epochs, batch_size=config.batch_size,
+        share=config.mfe_minority_share, threshold=config.ratio_threshold)
+  return process
 
 
 def _fedavg(model_spec, config, options, context):
-  del options, context  # Unused.
-  return _fedavg_with_server(model_spec, config, config.server_sgd())
+  del options  # FedAvg has none.
+  return _fedavg_with_server(model_spec, config, config.server_sgd(), context)
 
 
 def _fedavgm(model_spec, config, options, context):
-  del context  # Unused.
   return _fedavg_with_server(model_spec, config,
-                             config.server_sgd(momentum=options.momentum))
+                             config.server_sgd(momentum=options.momentum),
+                             context)
 
 
 def _fedadam(model_spec, config, options, context):
-  del context  # Unused.
   server = tff.learning.optimizers.build_adam(
       learning_rate=config.server_lr_or(0.01), beta_1=options.beta1,
       beta_2=options.beta2, epsilon=options.epsilon)
-  return _fedavg_with_server(model_spec, config, server)
+  return _fedavg_with_server(model_spec, config, server, context)
 
 
 def _fedprox(model_spec, config, options, context):
-  del context  # Unused.
-  return build_fedprox(model_spec, config.client_optimizer(),
-                       config.server_sgd(), options.mu,
-                       loss=config.per_example_loss())
+  return _fedavg_with_server(model_spec, config, config.server_sgd(), context,
+                             proximal_strength=options.mu)
 
 
-FEDAVG = method.Method('fedavg', _fedavg)
-FEDAVGM = method.Method('fedavgm', _fedavgm, FedAvgMOptions)
-FEDADAM = method.Method('fedadam', _fedadam, FedAdamOptions)
-FEDPROX = method.Method('fedprox', _fedprox, FedProxOptions)
+FEDAVG = method.Method('fedavg', _fedavg, minority_losses=True)
+FEDAVGM = method.Method('fedavgm', _fedavgm, FedAvgMOptions,
+                        minority_losses=True)
+FEDADAM = method.Method('fedadam', _fedadam, FedAdamOptions,
+                        minority_losses=True)
+FEDPROX = method.Method('fedprox', _fedprox, FedProxOptions,
+                        minority_losses=True)

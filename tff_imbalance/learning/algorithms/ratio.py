@@ -58,24 +58,6 @@ class RatioOptions:
     options_lib.check_choices(self)
 
 
-def check_aux_data(aux: arrays.LabeledArrays | None, what: str) -> None:
-  """Refuses to build a monitored process without auxiliary data.
-
-  Args:
-    aux: the server's auxiliary examples.
-    what: what needs them, by its Python and flag names, e.g.
-      "monitor=True (--monitor)".
-
-  Raises:
-    errors.UserInputError: if `aux` is None or empty.
-  """
-  if aux is None or not len(aux):
-    raise errors.UserInputError(
-        f'{what} needs the server\'s auxiliary data: pass aux_data, a few '
-        'examples of every class held out of every client (--aux_per_class '
-        '>= 1).')
-
-
 def build_ratio_loss(
     model_spec: spec_lib.ModelOrFactory,
     client_optimizer: tff.learning.optimizers.Optimizer,
@@ -160,12 +142,7 @@ def build_ratio_loss(
       class_weights /= tf.reduce_mean(class_weights)
     class_weights = tf.where(round_num >= start_round, class_weights,
                              tf.ones_like(ratios))
-    client_work = collections.OrderedDict(
-        broadcast=class_weights, report=state.client_work['report'])
-    return tff.learning.templates.LearningAlgorithmState(
-        global_model_weights=state.global_model_weights,
-        distributor=state.distributor, client_work=client_work,
-        aggregator=state.aggregator, finalizer=state.finalizer)
+    return local_training.with_broadcast(state, class_weights)
 
   return monitor.build_monitored_process(
       inner, model_spec, aux, client_optimizer, local_epochs=local_epochs,
@@ -205,7 +182,7 @@ def build_monitored(process: tff.learning.templates.LearningProcess,
     errors.UserInputError: without auxiliary data.
   """
   model_spec = spec_lib.as_model_spec(model_spec)
-  check_aux_data(aux, 'monitor=True (--monitor)')
+  monitor.check_aux_data(aux, 'monitor=True (--monitor)')
   return monitor.build_monitored_process(
       process, model_spec, aux, client_optimizer, local_epochs=local_epochs,
       batch_size=batch_size, threshold=threshold)
@@ -213,7 +190,7 @@ def build_monitored(process: tff.learning.templates.LearningProcess,
 
 def _build(model_spec, config, options, context):
   """Ratio Loss with the composition monitor (002 secs 3.2-3.3)."""
-  check_aux_data(context.aux_data, "algo='ratio' (--algo=ratio)")
+  monitor.check_aux_data(context.aux_data, "algo='ratio' (--algo=ratio)")
   return build_ratio_loss(
       model_spec, config.client_optimizer(), config.server_sgd(),
       context.aux_data, local_epochs=config.local_epochs,

@@ -149,6 +149,23 @@ class LocalLoopPlugin:
   update_broadcast: Optional[Callable[[Any, Any], Any]] = None
 
 
+def with_broadcast(state: tff.learning.templates.LearningAlgorithmState,
+                   broadcast: Any
+                  ) -> tff.learning.templates.LearningAlgorithmState:
+  """A process state whose client work broadcasts `broadcast` next round.
+
+  For hooks that set a plug-in's server state from outside the client work
+  (Ratio Loss's class weights, MFE-G's minority set), inside a TF
+  computation on the state of a process built on this client work.
+  """
+  client_work = collections.OrderedDict(
+      broadcast=broadcast, report=state.client_work['report'])
+  return tff.learning.templates.LearningAlgorithmState(
+      global_model_weights=state.global_model_weights,
+      distributor=state.distributor, client_work=client_work,
+      aggregator=state.aggregator, finalizer=state.finalizer)
+
+
 def _no_plugin() -> LocalLoopPlugin:
   # A scalar placeholder keeps every TFF type non-empty.
   return LocalLoopPlugin(initial_broadcast=lambda: np.zeros([], np.float32))
