@@ -220,6 +220,12 @@ def build_auxiliary_changes(model_spec: spec_lib.ModelSpec,
   num_classes = model_spec.num_classes
   per_class = _class_examples(aux, num_classes)
   kernel_index = _classifier_kernel_index(model_spec)
+  # Every class's examples in one array, class after class, and where each
+  # class starts: one loop over the classes in the graph (not C copies of
+  # the training loop), so that tracing and the first round do not grow
+  # with C (62 for FEMNIST).
+  examples = np.concatenate(per_class)
+  offsets = np.cumsum([0] + [len(x) for x in per_class]).astype(np.int64)
 
   @compat.tf_computation(model_spec.weights_type())
   def auxiliary_changes(weights):
@@ -228,16 +234,21 @@ def build_auxiliary_changes(model_spec: spec_lib.ModelSpec,
 
     @tf.function
     def all_classes(initial_weights):
-      changes = []
+      all_examples = tf.constant(examples)
+      starts = tf.constant(offsets)
+      changes = tf.TensorArray(tf.float32, size=num_classes)
       # One call per class, in order: the calls share the model's variables.
-      for label, x in enumerate(per_class):
+      for label in tf.range(num_classes, dtype=tf.int64):
+        start, end = starts[label], starts[label + 1]
         dataset = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-            x=x, y=np.full(len(x), label, np.int64)))
+            x=all_examples[start:end], y=tf.fill([end - start], label)))
         delta = train(initial_weights,
                       dataset.repeat(local_epochs).batch(batch_size))
         # delta = w^t - w_trained; eq. 8 needs the change w_trained - w^t.
-        changes.append(-delta[kernel_index] / float(local_epochs * len(x)))
-      return tf.stack(changes)
+        changes = changes.write(tf.cast(label, tf.int32), -delta[kernel_index]
+                                / tf.cast(local_epochs * (end - start),
+                                          tf.float32))
+      return changes.stack()
 
     return all_classes(weights)
 
