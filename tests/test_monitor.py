@@ -5,6 +5,7 @@ import csv
 import numpy as np
 import pytest
 
+from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance import runner
 from tff_imbalance.data import arrays
@@ -193,3 +194,37 @@ def test_monitor_estimate_beats_the_uniform_guess_on_a_two_class_cohort():
   uniform = monitor.cosine_similarity(np.ones(4), [2700, 1300, 0, 0]).numpy()
   assert uniform < 0.71
   assert released['monitor_cosine_similarity'] > 0.9
+
+
+@pytest.mark.parametrize('model,momentum', [('mlp', 0.0), ('mlp', 0.9),
+                                            ('cnn_dropout', 0.0)])
+def test_single_step_changes_equal_the_trained_ones(model, momentum):
+  tff = compat.tff
+  """The closed-form per-class step (one epoch, each class in one batch)
+  equals training a copy per class; a model with dropout, whose masks follow
+  the batch, is left to the trainings."""
+  rng = np.random.default_rng(0)
+  spec = spec_lib.ModelSpec(model, (6, 6, 1), 4, seed=0)
+  per_class = [rng.random((n, 6, 6, 1)).astype(np.float32)
+               for n in (5, 8, 3, 8)]
+  optimizer = tff.learning.optimizers.build_sgdm(
+      learning_rate=0.1, momentum=momentum or None)
+  weights = spec.initial_weights_computation()()
+  trained = monitor._trained_changes(spec, per_class, optimizer, 1, 8)
+  aux = arrays.LabeledArrays(
+      x=np.concatenate(per_class),
+      y=np.repeat(np.arange(4), [5, 8, 3, 8]).astype(np.int64))
+  chosen = monitor.build_auxiliary_changes(spec, aux, optimizer, 1, 8)
+  if model == 'cnn_dropout':
+    assert chosen.type_signature == trained.type_signature
+    np.testing.assert_array_equal(chosen(weights), trained(weights))
+    return
+  closed_form = monitor._single_step_changes(spec, per_class, optimizer)
+  np.testing.assert_allclose(closed_form(weights), trained(weights),
+                             rtol=1e-4, atol=1e-7)
+  np.testing.assert_array_equal(chosen(weights), closed_form(weights))
+  # Two epochs are two steps: the trainings, not the closed form.
+  two_epochs = monitor.build_auxiliary_changes(spec, aux, optimizer, 2, 8)
+  np.testing.assert_array_equal(
+      two_epochs(weights),
+      monitor._trained_changes(spec, per_class, optimizer, 2, 8)(weights))

@@ -52,6 +52,7 @@ import tensorflow as tf
 from tff_imbalance import compat
 from tff_imbalance import errors
 from tff_imbalance.data import arrays
+from tff_imbalance.learning import classifier_gradients
 from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import builders
 from tff_imbalance.models import spec as spec_lib
@@ -194,6 +195,50 @@ def _class_examples(aux: arrays.LabeledArrays,
   return per_class
 
 
+def _per_example_forward(model: tf.keras.Model) -> bool:
+  """Whether the model's training-mode output for an example ignores the
+  rest of its batch (no dropout, whose masks here follow the batch, and no
+  batch normalisation)."""
+  return not any(isinstance(layer, (tf.keras.layers.Dropout,
+                                    tf.keras.layers.BatchNormalization))
+                 for layer in model.submodules)
+
+
+def _single_step_changes(model_spec: spec_lib.ModelSpec,
+                         per_class: list[np.ndarray],
+                         client_optimizer: tff.learning.optimizers.Optimizer):
+  """`build_auxiliary_changes` when each class trains one step (see there)."""
+  num_classes = model_spec.num_classes
+  examples = np.concatenate(per_class)
+  labels = np.repeat(np.arange(num_classes), [len(x) for x in per_class])
+  counts = np.array([len(x) for x in per_class], np.float32)
+
+  @compat.tf_computation(model_spec.weights_type())
+  def auxiliary_changes(weights):
+    model = model_spec.build_keras()
+    model_weights = tff.learning.models.ModelWeights.from_model(model)
+    features_of = builders.feature_extractor(model)
+    layer = builders.classifier_layer(model)
+
+    @tf.function
+    def all_classes(initial_weights):
+      tf.nest.map_structure(lambda v, t: v.assign(t), model_weights,
+                            initial_weights)
+      gradients = classifier_gradients.class_mean_gradients(
+          features_of(tf.constant(examples), training=True),
+          tf.constant(labels), layer.kernel, layer.bias,
+          num_classes)['values']['kernel']  # [C, s, C], one per class
+      kernels = tf.tile(layer.kernel[tf.newaxis], [num_classes, 1, 1])
+      state = client_optimizer.initialize(
+          (tf.TensorSpec(kernels.shape, tf.float32),))
+      _, (trained,) = client_optimizer.next(state, (kernels,), (gradients,))
+      return (trained - kernels) / counts[:, np.newaxis, np.newaxis]
+
+    return all_classes(weights)
+
+  return auxiliary_changes
+
+
 def build_auxiliary_changes(model_spec: spec_lib.ModelSpec,
                             aux: arrays.LabeledArrays,
                             client_optimizer: tff.learning.optimizers.Optimizer,
@@ -203,6 +248,16 @@ def build_auxiliary_changes(model_spec: spec_lib.ModelSpec,
   For each class p the global model is trained on p's auxiliary examples with
   the clients' optimizer, epochs and batch size (002 sec 3.2, Fig. 1), and the
   classifier kernel's change is divided by the examples processed.
+
+  When that training is a single step (one epoch, every class's examples in
+  one batch) of a model whose forward pass treats each example alone (no
+  dropout, no batch normalisation), the step is taken in closed form for all
+  classes at once: the kernel's change for class p is the optimizer's first
+  step on p's mean classifier gradient (`classifier_gradients`), from one
+  forward pass over all the auxiliary examples instead of C trainings
+  (tested equal to the trainings). Only the kernel's change is read, and an
+  optimizer's first step on it (SGD, momentum, Adam) depends on its own
+  gradient alone.
 
   Args:
     model_spec: the model.
@@ -219,13 +274,24 @@ def build_auxiliary_changes(model_spec: spec_lib.ModelSpec,
   """
   num_classes = model_spec.num_classes
   per_class = _class_examples(aux, num_classes)
+  if local_epochs == 1 and max(len(x) for x in per_class) <= batch_size and (
+      _per_example_forward(model_spec.build_keras())):
+    return _single_step_changes(model_spec, per_class, client_optimizer)
+  return _trained_changes(model_spec, per_class, client_optimizer,
+                          local_epochs, batch_size)
+
+
+def _trained_changes(model_spec: spec_lib.ModelSpec,
+                     per_class: list[np.ndarray],
+                     client_optimizer: tff.learning.optimizers.Optimizer,
+                     local_epochs: int, batch_size: int):
+  """`build_auxiliary_changes` by training a copy per class."""
+  num_classes = model_spec.num_classes
   kernel_index = _classifier_kernel_index(model_spec)
-  # Every class's examples in one array, class after class, and where each
-  # class starts: one loop over the classes in the graph (not C copies of
-  # the training loop), so that tracing and the first round do not grow
-  # with C (62 for FEMNIST).
-  examples = np.concatenate(per_class)
-  offsets = np.cumsum([0] + [len(x) for x in per_class]).astype(np.int64)
+  # A Python loop: C copies of the training loop in the graph (a tf.range
+  # loop over the classes, with each class's dataset made inside it, does
+  # not survive the in-process executor's graph pruning). The single-step
+  # path above avoids both.
 
   @compat.tf_computation(model_spec.weights_type())
   def auxiliary_changes(weights):
@@ -234,21 +300,16 @@ def build_auxiliary_changes(model_spec: spec_lib.ModelSpec,
 
     @tf.function
     def all_classes(initial_weights):
-      all_examples = tf.constant(examples)
-      starts = tf.constant(offsets)
-      changes = tf.TensorArray(tf.float32, size=num_classes)
+      changes = []
       # One call per class, in order: the calls share the model's variables.
-      for label in tf.range(num_classes, dtype=tf.int64):
-        start, end = starts[label], starts[label + 1]
+      for label, x in enumerate(per_class):
         dataset = tf.data.Dataset.from_tensor_slices(collections.OrderedDict(
-            x=all_examples[start:end], y=tf.fill([end - start], label)))
+            x=x, y=np.full(len(x), label, np.int64)))
         delta = train(initial_weights,
                       dataset.repeat(local_epochs).batch(batch_size))
         # delta = w^t - w_trained; eq. 8 needs the change w_trained - w^t.
-        changes = changes.write(tf.cast(label, tf.int32), -delta[kernel_index]
-                                / tf.cast(local_epochs * (end - start),
-                                          tf.float32))
-      return changes.stack()
+        changes.append(-delta[kernel_index] / float(local_epochs * len(x)))
+      return tf.stack(changes)
 
     return all_classes(weights)
 
