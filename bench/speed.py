@@ -61,6 +61,7 @@ from tff_imbalance import compat  # pylint: disable=g-bad-import-order
 import tensorflow as tf  # pylint: disable=g-bad-import-order
 
 from bench import common
+from tff_imbalance import errors
 from tff_imbalance import runner
 from tff_imbalance import runtime
 from tff_imbalance.data import arrays
@@ -69,6 +70,7 @@ from tff_imbalance.data import federated
 from tff_imbalance.data import partition
 from tff_imbalance.data import stats
 from tff_imbalance.data.sources import registry as sources
+from tff_imbalance.learning import options as options_lib
 from tff_imbalance.learning import registry
 from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning import selection
@@ -93,7 +95,9 @@ flags.DEFINE_integer('rounds', 6, 'Rounds per timing (the first is apart).')
 flags.DEFINE_integer('num_clients', 20, 'Client population of sections 1-2.')
 flags.DEFINE_integer('clients_per_round', 10, 'Fixed cohort size.')
 flags.DEFINE_integer('batch_size', 32, 'Local batch size.')
-flags.DEFINE_list('algos', None, 'Algorithms of section 2 (default: all).')
+flags.DEFINE_list('algos', None, 'Algorithms of section 2 (default: all); '
+                  'an item may set option flags, e.g. '
+                  '`climb:climb_duals=cohort`.')
 flags.DEFINE_integer('memory_rounds', 200, 'Rounds of the memory section.')
 flags.DEFINE_list('population_sizes', ['100', '400', '1600', '3400'],
                   'Client populations of section 4.')
@@ -178,7 +182,7 @@ def _auxiliary(source: arrays.SourceData):
 
 
 def _selector(algo: str, num_clients: int):
-  if algo in registry.PSI_SELECTION_ALGORITHMS:
+  if algo.split(':')[0] in registry.PSI_SELECTION_ALGORITHMS:
     return selection.PsiSelector(num_clients, FLAGS.clients_per_round, 0.8,
                                  _SEED)
   return selection.UniformSelector(num_clients, FLAGS.clients_per_round,
@@ -201,13 +205,39 @@ def _run_rounds(process, data, selector, rounds: int,
     return common.round_seconds(output_dir)
 
 
+def _method_and_options(algo: str) -> tuple[str, object]:
+  """An --algos item: a method name, or `name:flag=value[:flag=value]` with
+  some of its option flags set (e.g. `climb:climb_duals=cohort`)."""
+  name, *settings = algo.split(':')
+  entry = registry.get(name)
+  fields = dict(options_lib.flag_fields(entry.options_class)
+                if entry.options_class is not None else ())
+  values = {}
+  for setting in settings:
+    flag, _, value = setting.partition('=')
+    if flag not in fields:
+      raise errors.UserInputError(
+          f'--algos={algo}: {flag!r} is not an option flag of --algo={name} '
+          f'(its flags: {", ".join(sorted(fields)) or "none"}).')
+    default = fields[flag].default
+    try:
+      values[flag] = (value.lower() in ('1', 'true')
+                      if isinstance(default, bool) else type(default)(value))
+    except ValueError:
+      raise errors.UserInputError(
+          f'--algos={algo}: {flag}={value!r} is not a '
+          f'{type(default).__name__}.') from None
+  return name, registry.make_options(name, **values)
+
+
 def _build(algo: str, model_spec, context,
            local_epochs: int = 1) -> tuple[object, float]:
   start = time.monotonic()
   config = registry.AlgorithmConfig(client_lr=_CLIENT_LR,
                                     clients_per_round=FLAGS.clients_per_round,
                                     local_epochs=local_epochs)
-  process = registry.build_process(algo, model_spec, config, context)
+  name, options = _method_and_options(algo)
+  process = registry.build_process(name, model_spec, config, context, options)
   return process, time.monotonic() - start
 
 
@@ -566,6 +596,11 @@ def main(argv):
   if unknown:
     raise app.UsageError(f'--sections: {", ".join(unknown)} not among '
                          f'{", ".join(_SECTIONS)}.')
+  for algo in FLAGS.algos or ():
+    try:
+      _method_and_options(algo)
+    except errors.UserInputError as e:
+      raise app.UsageError(str(e)) from None
   lines = []
   # Built once, on first use (the FEMNIST sample is read from disk once).
   setup = functools.cache(lambda: _method_setup(source))
