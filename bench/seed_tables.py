@@ -34,6 +34,13 @@ _EXTRA_BASELINES_004 = {
     'FedAvgM': ('--algo=fedavgm',),
     'FedAdam': ('--algo=fedadam',),
 }
+# 004's Ratio Loss baseline is RedGrape's copy of the 002 code, whose loss
+# weights a batch by the mean of its examples' class weights (NOTES.md sec.
+# 1, finding 1): `--ratio_weighting=as_coded`, beside the paper's eq. 11.
+_RATIO_AS_CODED_004 = {
+    'Ratio Loss as coded (004\'s copy)': ('--algo=ratio',
+                                           '--ratio_weighting=as_coded'),
+}
 _IR_COLUMNS = {f'IR {ir}': (f'--imbalance_ratio={ir}',)
                for ir in (10, 50, 100)}
 _SHARED_004 = ('--source=idx', '--profile=longtail_n0',
@@ -75,7 +82,7 @@ _REDGRAPE_T1 = PaperTable(
     'table 9 (FedProx, FedAvgM, FedAdam at IR 100)',
     task='tasks.mnist_lt',
     shared_flags=(*_SHARED_004, '--num_clients=10', '--clients_per_round=10'),
-    rows={**_METHODS_004, **_EXTRA_BASELINES_004},
+    rows={**_METHODS_004, **_EXTRA_BASELINES_004, **_RATIO_AS_CODED_004},
     columns=_IR_COLUMNS,
     measures=(Measure(_ACCURACY_004, _last_rounds_mean('accuracy'), {
         **_by_column({
@@ -103,7 +110,7 @@ _REDGRAPE_T2 = dataclasses.replace(
     title='004 (RedGrape) table 2 on full MNIST-LT, partial participation',
     source='004 table 2 (MNIST-LT, 50 clients, 10 sampled per round)',
     shared_flags=(*_SHARED_004, '--num_clients=50', '--clients_per_round=10'),
-    rows=_METHODS_004,
+    rows={**_METHODS_004, **_RATIO_AS_CODED_004},
     measures=(Measure(_ACCURACY_004, _last_rounds_mean('accuracy'),
                       _by_column({
                           'FedAvg+CE': (95.51, 91.82, 89.92),
