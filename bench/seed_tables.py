@@ -36,10 +36,13 @@ _EXTRA_BASELINES_004 = {
 }
 # 004's Ratio Loss baseline is RedGrape's copy of the 002 code, whose loss
 # weights a batch by the mean of its examples' class weights (NOTES.md sec.
-# 1, finding 1): `--ratio_weighting=as_coded`, beside the paper's eq. 11.
+# 1, finding 1) and whose weights are eq. 10's alpha + beta Ra, unnormalised:
+# `--ratio_weighting=as_coded --ratio_normalize=none`, beside the paper's
+# eq. 11 with our normalisation.
 _RATIO_AS_CODED_004 = {
     'Ratio Loss as coded (004\'s copy)': ('--algo=ratio',
-                                           '--ratio_weighting=as_coded'),
+                                           '--ratio_weighting=as_coded',
+                                           '--ratio_normalize=none'),
 }
 _IR_COLUMNS = {f'IR {ir}': (f'--imbalance_ratio={ir}',)
                for ir in (10, 50, 100)}
