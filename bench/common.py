@@ -244,7 +244,9 @@ class Grid:
 
 
 def git_commit(directory: str = '.') -> str:
-  """The checked-out commit, '+dirty' when tracked files differ from it."""
+  """The checked-out commit, '+dirty' when tracked files other than
+  results/ differ from it (a benchmark writes its tables there; a second
+  benchmark in the same checkout still runs the commit's code)."""
   def git(*args):
     return subprocess.run(['git', '-C', directory, *args],
                           capture_output=True, text=True, check=False,
@@ -252,7 +254,8 @@ def git_commit(directory: str = '.') -> str:
   head = git('rev-parse', '--short=12', 'HEAD')
   if head.returncode != 0:
     return _UNKNOWN_COMMIT
-  dirty = git('diff', '--quiet', 'HEAD').returncode != 0
+  dirty = git('diff', '--quiet', 'HEAD', '--', '.',
+               ':(exclude)results').returncode != 0
   return head.stdout.strip() + ('+dirty' if dirty else '')
 
 

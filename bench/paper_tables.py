@@ -249,6 +249,17 @@ def _ours(values: Sequence[float], scale: float) -> str:
   return common.mean_std(np.multiply(values, scale), _digits(scale))
 
 
+def same_sign(paper_diff: float, ours_diff: float, digits: int) -> str:
+  """'yes' when the two differences have one sign as printed (a difference
+  that prints as 0 has none), '**no**' when they differ, '**no** (0)' when
+  exactly one of them is 0 at the table's precision."""
+  paper_sign, ours_sign = (np.sign(round(d, digits))
+                           for d in (paper_diff, ours_diff))
+  if paper_sign == ours_sign:
+    return 'yes'
+  return '**no** (0)' if 0 in (paper_sign, ours_sign) else '**no**'
+
+
 def column_table(table: PaperTable, column: str,
                  cells: Mapping[tuple[str, str], Cell]) -> str:
   first = table.measures[0]
@@ -271,10 +282,10 @@ def column_table(table: PaperTable, column: str,
                   _ours(cell.values[index], measure.scale))
     paper_diff = paper_difference(table, row, column)
     ours_diff = our_difference(table, cells, row, column)
+    digits = _digits(first.scale)
     agree = ''
     if paper_diff is not None and ours_diff is not None:
-      agree = 'yes' if (paper_diff >= 0) == (ours_diff >= 0) else '**no**'
-    digits = _digits(first.scale)
+      agree = same_sign(paper_diff, ours_diff, digits)
     line += ['' if paper_diff is None else f'{paper_diff:+.{digits}f}',
              '' if ours_diff is None else f'{ours_diff:+.{digits}f}', agree]
     for offset, measure in enumerate(table.ours_only, len(table.measures)):

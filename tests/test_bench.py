@@ -211,3 +211,21 @@ def test_a_bad_benchmark_flag_stops_with_its_line(module, flag, message,
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(message)
   assert not (tmp_path / 'out.md').exists()
+
+
+def test_git_commit_ignores_written_results_but_not_code(tmp_path):
+  def git(*args):
+    subprocess.run(['git', '-C', str(tmp_path), *args], check=True,
+                   capture_output=True, stdin=subprocess.DEVNULL)
+  git('init', '-q')
+  (tmp_path / 'results').mkdir()
+  (tmp_path / 'results' / 't.md').write_text('old\n')
+  (tmp_path / 'code.py').write_text('x = 1\n')
+  git('add', '.')
+  git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'c')
+  clean = common.git_commit(str(tmp_path))
+  assert not clean.endswith('+dirty')
+  (tmp_path / 'results' / 't.md').write_text('new\n')
+  assert common.git_commit(str(tmp_path)) == clean
+  (tmp_path / 'code.py').write_text('x = 2\n')
+  assert common.git_commit(str(tmp_path)) == clean + '+dirty'

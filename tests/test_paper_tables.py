@@ -140,3 +140,15 @@ def test_a_metric_without_classes_to_average_reads_n_a(tmp_path):
   cells = paper_tables.collect(table, 't', 'cpu', str(tmp_path))
   line = paper_tables.column_table(table, 'IR 10', cells).splitlines()[2]
   assert 'n/a' in line and '85.00 ± 0.00' in line
+
+
+@pytest.mark.parametrize('paper,ours,expected', [
+    (0.26, -0.63, '**no**'), (3.02, 1.99, 'yes'), (-0.28, -0.03, 'yes'),
+    # A difference that prints as 0.00 has no sign: 002's +98.29 against a
+    # measured 0.00 is not an agreement, nor is 0.00 against 0.00 a
+    # disagreement.
+    (98.29, 0.001, '**no** (0)'), (0.0, -0.004, 'yes'), (0.0, 0.5,
+                                                        '**no** (0)'),
+])
+def test_same_sign_reads_the_printed_precision(paper, ours, expected):
+  assert paper_tables.same_sign(paper, ours, 2) == expected
