@@ -197,6 +197,9 @@ def test_write_result_puts_the_footer_after_the_table(tmp_path):
     ('bench.speed', '--algos=fedavg,climb:climb_nope=1',
      "--algos=climb:climb_nope=1: 'climb_nope' is not an option flag of "
      '--algo=climb'),
+    ('bench.speed', '--algos=climb:climb_epsilon=tiny',
+     "--algos=climb:climb_epsilon=tiny: climb_epsilon='tiny' is not a "
+     'float.'),
     ('bench.reproduce', '--table=redgrape_t1 --rows=Nope',
      'Nope: not a column or row of redgrape_t1'),
 ])

@@ -16,6 +16,7 @@ from tff_imbalance.learning import registry
 from tff_imbalance.learning.algorithms import centralized
 from tff_imbalance.learning.algorithms import climb
 from tff_imbalance.learning.algorithms import fedavg_family
+from tff_imbalance.learning.client_work import local_training
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
@@ -193,12 +194,7 @@ def _with_duals(state, duals):
   """`state` with the duals replaced (the rest of the duals' state kept)."""
   broadcast = collections.OrderedDict(state.client_work['broadcast'])
   broadcast['duals'] = np.asarray(duals, np.float32)
-  client_work = collections.OrderedDict(
-      broadcast=broadcast, report=state.client_work['report'])
-  return tff.learning.templates.LearningAlgorithmState(
-      global_model_weights=state.global_model_weights,
-      distributor=state.distributor, client_work=client_work,
-      aggregator=state.aggregator, finalizer=state.finalizer)
+  return local_training.with_broadcast(state, broadcast)
 
 
 def _four_clients():

@@ -175,6 +175,13 @@ def test_mfe_on_a_method_without_minority_classes_is_refused():
                            registry.AlgorithmConfig(loss='mfe'), context)
 
 
+def test_a_fixed_minority_class_out_of_range_is_named():
+  with pytest.raises(
+      errors.UserInputError,
+      match=r'minority classes must be in \[0, 4\) \(got \[4\]\)'):
+    mfe.broadcast_minority_plugin(NUM_CLASSES, minority=[1, 4])
+
+
 def test_mfe_global_without_auxiliary_data_is_refused():
   context = registry.TaskContext(NUM_CLASSES, 3, np.ones(NUM_CLASSES))
   with pytest.raises(errors.UserInputError, match='--aux_per_class'):
