@@ -152,6 +152,9 @@ def _budget(protocol: Protocol) -> tuple[int, str, int]:
 def _run_flags(protocol: Protocol, algo: str) -> list[str]:
   """A run's flags but --seed."""
   rounds, model, eval_every = _budget(protocol)
+  from tff_imbalance.learning import registry  # pylint: disable=g-import-not-at-top
+  if registry.get(algo).dense_models_only and not model.startswith('mlp'):
+    model = 'mlp100'  # VIRTUAL's Gaussian weights need Dense layers (000).
   run_flags = [*protocol.flags, f'--algo={algo}', f'--model={model}',
                f'--rounds={rounds}', f'--eval_every={eval_every}']
   if protocol.task == 'tasks.femnist':

@@ -209,6 +209,70 @@ _FEDFOCAL_T6 = dataclasses.replace(
 
 
 # ---------------------------------------------------------------------------
+# 000 table 3 on VIRTUAL itself (issue 20): Virtual(CE) against Virtual(FFL).
+
+_VIRTUAL_ROWS_000 = {
+    'Virtual(CE)': ('--algo=virtual',),
+    'Virtual(FFL) (gamma 2, psi 0.8)': ('--algo=virtual', '--loss=focal',
+                                         '--focal_gamma=2', '--psi=0.8')}
+_VIRTUAL_NOTES_000 = (
+    'VIRTUAL (`--algo=virtual`, docs/virtual.md) with the reference\'s '
+    '`mnist_virtual.json` settings where it fixes them (batch 20, 10% of the '
+    'clients per round, two hidden layers of 100) and its grid\'s natural_lr '
+    '1e9, kl_weight 1e-4, server learning rate 0.5 (damping 0.5) '
+    'elsewhere; clients refined one after another within a round '
+    '(`--virtual_refinement=sequential`, the default, docs/virtual.md). The '
+    'number is the overall test accuracy of the server posterior\'s mean '
+    'after the last round (000 gives no averaging); "Ac.M" the mean accuracy '
+    'of the reduced classes 0, 1, 2, 9. Virtual(FFL) holds out 10% of each '
+    'client\'s examples for psi\'s validation loss.')
+_VIRTUAL_BUDGETS_000 = {
+    'cpu': Budget(30, 5, 'mlp100', 'the reference: 500 epochs per client '
+                  '(250 rounds of 20 epochs at 10 of 100 clients); here 30 '
+                  'rounds of 5'),
+    'paper': Budget(250, 20, 'mlp100', 'the reference\'s '
+                    '`tot_epochs_per_client` 500 at 20 epochs per round')}
+_VIRTUAL_T3_MNIST = PaperTable(
+    name='virtual_t3_mnist', title='000 table 3 (MNIST): VIRTUAL with CE '
+    'against VIRTUAL with Fed-Focal',
+    source='000 table 3, MNIST column (unbalanced MNIST)',
+    task='tasks.mnist_lt',
+    shared_flags=(*_SHARED_000[:-2], '--batch_size=20'),
+    rows=_VIRTUAL_ROWS_000, columns=_TEN_PERCENT_000,
+    measures=(Measure('accuracy', _last_rounds_mean('accuracy'), {
+        ('Virtual(CE)', 'client ratio 0.10'): 0.6660,
+        ('Virtual(FFL) (gamma 2, psi 0.8)', 'client ratio 0.10'): 0.7591},
+                      scale=1.0),),
+    ours_only=(_AC_M,), budgets=_VIRTUAL_BUDGETS_000, last_rounds=1,
+    notes='Unbalanced MNIST as in 000 sec. 4.2 (digits 0, 1, 2, 9 at 1:100, '
+    'iid over 100 clients; the 10k MNIST test set). ' + _VIRTUAL_NOTES_000)
+_VIRTUAL_T3_FEMNIST = dataclasses.replace(
+    _VIRTUAL_T3_MNIST, name='virtual_t3_femnist',
+    title='000 table 3 (FEMNIST): VIRTUAL with CE against VIRTUAL with '
+    'Fed-Focal',
+    source='000 table 3, FEMNIST column (000: 10,000 sampled FEMNIST '
+    'examples; ours: the 105-writer LEAF sample)',
+    task='tasks.femnist',
+    shared_flags=('--source=leaf',
+                  '--data_dir=../shared/data/femnist-leaf-sample',
+                  '--profile=unbalanced', '--minority_ratio=10',
+                  f'--minority_profile_classes={_MINORITY_000}',
+                  f'--minority_classes={_MINORITY_000}', '--aux_per_class=0',
+                  '--batch_size=20', '--clients_per_round=10'),
+    # No column flags: the column's label names its runs' directory, apart
+    # from the MNIST part's (the same row flags, another task).
+    columns={'FEMNIST sample': ()},
+    measures=(Measure('accuracy', _last_rounds_mean('accuracy'), {
+        ('Virtual(CE)', 'FEMNIST sample'): 0.6750,
+        ('Virtual(FFL) (gamma 2, psi 0.8)', 'FEMNIST sample'): 0.7555},
+                      scale=1.0),),
+    notes='The 105 real FEMNIST writers of the LEAF sample, digits 0, 1, 2, '
+    '9 cut to 1:10 (000 sec. 4.2), 10 writers per round (about 000\'s 10%); '
+    'the sample\'s test examples, at most 200 per class. ' +
+    _VIRTUAL_NOTES_000)
+
+
+# ---------------------------------------------------------------------------
 # 002 (Ratio Loss) table 2, MNIST: the monitor and Ratio Loss by Gamma.
 
 _GAMMA_COLUMNS_002 = {f'Gamma {g}:1': (f'--minority_ratio={g}',)
@@ -414,4 +478,5 @@ TABLES = {
     'fedfocal_t3': (_FEDFOCAL_T4, _FEDFOCAL_T5, _FEDFOCAL_T6),
     'ratio_monitor': (_RATIO_MONITOR,), 'mfe_t9': (_MFE_T9,),
     'balancefl_t4': (_BALANCEFL_T4,),
-    'femnist': (_FEMNIST,)}
+    'femnist': (_FEMNIST,),
+    'virtual_t3': (_VIRTUAL_T3_MNIST, _VIRTUAL_T3_FEMNIST)}

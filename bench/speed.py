@@ -172,7 +172,10 @@ def _context(data: federated.FederatedData,
   return registry.TaskContext(num_classes=data.num_classes,
                               num_clients=data.num_clients,
                               train_class_counts=counts,
-                              aux_data=_auxiliary(source))
+                              aux_data=_auxiliary(source),
+                              client_sizes=np.array([
+                                  len(part) for part in
+                                  data.client_train_partition()]))
 
 
 def _auxiliary(source: arrays.SourceData):
@@ -321,7 +324,10 @@ def _section_floor_and_methods(setup: _MethodSetup,
                                lines: list[str]) -> None:
   data, what, context = setup.data, setup.what, setup.context
   model_spec = setup.model_spec
-  algos = FLAGS.algos or list(registry.algorithm_names())
+  algos = FLAGS.algos or [
+      name for name in registry.algorithm_names()
+      if not registry.get(name).dense_models_only
+      or model_spec.name.startswith('mlp')]  # VIRTUAL: Dense stacks only.
   if 'fedavg' not in algos:
     algos = ['fedavg'] + algos
   for local_epochs in [int(e) for e in FLAGS.local_epochs]:

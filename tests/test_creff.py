@@ -1,6 +1,7 @@
 """CReFF: gradient matching, classifier re-training, end to end."""
 
 import collections
+import functools
 
 import numpy as np
 import pytest
@@ -113,6 +114,38 @@ def test_retraining_takes_epochs_times_ceil_n_over_b_updates():
                            _bias_after_updates(wrong, 0.5, 3), rtol=1e-3)
 
 
+def test_a_step_budget_takes_exactly_that_many_updates():
+  # 004 appendix C.2's "300 re-training steps": N = 10, batch 4 (3 updates an
+  # epoch); 4 steps end inside the second epoch, 6 steps are 2 epochs.
+  retrain = functools.partial(
+      creff.retrain_classifier, tf.zeros([10, 2]), tf.zeros([10], tf.int64),
+      _zero_classifier(2, 3), epochs=300, batch_size=4, learning_rate=0.5,
+      seed=tf.constant([0, 1]))
+  for steps in (1, 4, 6):
+    np.testing.assert_allclose(retrain(steps=steps)['bias'],
+                               _bias_after_updates(steps, 0.5, 3), rtol=1e-5)
+  rng = np.random.default_rng(1)
+  features = tf.constant(rng.normal(size=(10, 3)).astype(np.float32))
+  labels = tf.constant(rng.integers(0, 3, 10))
+  by_epochs = creff.retrain_classifier(
+      features, labels, _zero_classifier(3, 3), epochs=2, batch_size=4,
+      learning_rate=0.5, seed=tf.constant([0, 1]))
+  by_steps = creff.retrain_classifier(
+      features, labels, _zero_classifier(3, 3), epochs=7, batch_size=4,
+      learning_rate=0.5, seed=tf.constant([0, 1]), steps=6)
+  np.testing.assert_array_equal(by_steps['kernel'], by_epochs['kernel'])
+
+
+def test_a_step_budget_makes_the_epochs_flag_moot():
+  config = registry.AlgorithmConfig()
+  flags = ['creff_retrain_epochs']
+  assert registry.inapplicable_flags(
+      'creff', config, creff.CReFFOptions(retrain_steps=300), flags) == [
+          ('creff_retrain_epochs', '--creff_retrain_steps=0')]
+  assert not registry.inapplicable_flags(
+      'creff', config, creff.CReFFOptions(), flags)
+
+
 def test_retraining_is_minibatch_sgd_in_the_seeded_epoch_orders():
   rng = np.random.default_rng(0)
   features = rng.normal(size=(7, 4)).astype(np.float32)
@@ -219,7 +252,8 @@ def test_end_to_end_with_the_runner(process_and_data):
 
 @pytest.mark.parametrize('field, value', [
     ('features_per_class', 0), ('match_steps', 0), ('feature_lr', 0.0),
-    ('retrain_epochs', 0), ('retrain_batch_size', 0), ('retrain_lr', -1.0),
+    ('retrain_epochs', 0), ('retrain_steps', -1), ('retrain_batch_size', 0),
+    ('retrain_lr', -1.0),
     ('retrain_init', 'global')])
 def test_bad_flags_name_the_flag(field, value):
   with pytest.raises(errors.UserInputError, match=f'--creff_{field}'):

@@ -87,7 +87,8 @@ def _assert_repeats_and_seed_matters(model_spec, algo, **config_overrides):
       num_classes=NUM_CLASSES, num_clients=NUM_CLIENTS,
       train_class_counts=np.bincount(data.train_labels(),
                                      minlength=NUM_CLASSES),
-      aux_data=aux)
+      aux_data=aux, client_sizes=np.array(
+          [len(part) for part in data.client_train_partition()]))
   process = registry.build_process(algo, model_spec, config, context, options)
   first = _final_weights(process, algo, data, seed=0)
   again = _final_weights(process, algo, data, seed=0)

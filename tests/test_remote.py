@@ -251,7 +251,9 @@ def test_every_registered_algorithm_runs_on_two_workers(workers, algo):
       client_lr=0.1, clients_per_round=COHORT, monitor=algo == 'monitor')
   context = registry.TaskContext(
       num_classes=4, num_clients=NUM_CLIENTS, train_class_counts=counts,
-      aux_data=arrays.LabeledArrays(x=x[:32], y=y[:32]))
+      aux_data=arrays.LabeledArrays(x=x[:32], y=y[:32]),
+      client_sizes=np.array([len(part)
+                             for part in data.client_train_partition()]))
   name = 'fedavg' if algo == 'monitor' else algo
   options = (registry.make_options('creff', creff_match_steps=5,
                                    creff_retrain_epochs=5)

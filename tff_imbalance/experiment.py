@@ -340,7 +340,8 @@ def prepare(algo: Algorithm,
     context = method.TaskContext(
         num_classes=num_classes, num_clients=data.num_clients,
         train_class_counts=train_counts,
-        aux_data=None if aux_data is None else _labeled(aux_data, 'aux_data'))
+        aux_data=None if aux_data is None else _labeled(aux_data, 'aux_data'),
+        client_sizes=np.array([len(part) for part in client_partition]))
     process, selector = _method_process(algo, model_spec, config, context,
                                         options, data, cohort_size, seed)
   return Experiment(

@@ -141,11 +141,14 @@ class TaskContext:
     train_class_counts: [C] training examples per class over all clients.
     aux_data: server-held auxiliary examples (held out of every client), or
       None where the task keeps none.
+    client_sizes: [N] training examples per client (VIRTUAL's client
+      weights n_k / N), or None where the caller does not give them.
   """
   num_classes: int
   num_clients: int
   train_class_counts: np.ndarray
   aux_data: Optional[arrays.LabeledArrays] = None
+  client_sizes: Optional[np.ndarray] = None
 
 
 class ClientMode(enum.Enum):
@@ -192,6 +195,11 @@ class Method:
       is then moot).
     minority_losses: whether its local loop carries MFE/MSFE's minority
       classes (`--loss=mfe|msfe`; the FedAvg family's methods).
+    dense_models_only: whether it takes only a stack of Dense layers (VIRTUAL's
+      Gaussian weights: `--model=mlp` or `mlp100`); benchmarks over other
+      models leave it out.
+    uses_client_optimizer: whether its clients train with --client_lr and
+      --client_momentum (VIRTUAL steps its natural parameters its own way).
   """
   name: str
   build: Builder
@@ -202,6 +210,8 @@ class Method:
   uses_validation: Callable[[Any], bool] = _never
   runs_monitor: bool = False
   minority_losses: bool = False
+  dense_models_only: bool = False
+  uses_client_optimizer: bool = True
 
   def default_options(self) -> Any:
     """The options at their defaults (None without an options class)."""

@@ -10,6 +10,7 @@ one field in its options. Hyperparameters every method shares are
 methods.
 """
 
+import collections
 from typing import Any, Iterator, Optional, Sequence
 
 from tff_imbalance import compat
@@ -28,6 +29,7 @@ from tff_imbalance.learning.algorithms import fedavg_family
 from tff_imbalance.learning.algorithms import fedfocal
 from tff_imbalance.learning.algorithms import ratio
 from tff_imbalance.learning.algorithms import redgrape
+from tff_imbalance.learning.algorithms import virtual
 from tff_imbalance.models import spec as spec_lib
 
 tff = compat.tff
@@ -54,6 +56,7 @@ ALGORITHMS: dict[str, method.Method] = {m.name: m for m in (
     balancefl.BALANCEFL,
     redgrape.REDGRAPE,
     creff.CREFF,
+    virtual.VIRTUAL,
 )}
 
 
@@ -209,6 +212,8 @@ def build_process(name: str, model_spec: spec_lib.ModelOrFactory,
 
 
 _FEDERATED_ONLY = 'federated algorithms (not --algo=centralized or local)'
+_CLIENT_OPTIMIZER = ('methods whose clients run SGD on the weights (not '
+                     '--algo=virtual: --virtual_natural_lr)')
 
 
 def _shared_flag_scopes(name: str, config: AlgorithmConfig, options: Any):
@@ -227,13 +232,16 @@ def _shared_flag_scopes(name: str, config: AlgorithmConfig, options: Any):
       'focal_alpha': (reads_focal, focal_where),
       'validation_fraction': (
           entry.uses_validation(options),
-          '--algo=fedfocal with --psi > 0; no validation split is carved'),
+          '--algo=fedfocal or virtual with --psi > 0; no validation split '
+          'is carved'),
       'ratio_threshold': (
           entry.runs_monitor or config.monitor or config.loss_runs_monitor,
           '--algo=ratio, --monitor or --mfe_minority=global'),
       'mfe_minority': (config.uses_minority, '--loss=mfe or msfe'),
       'mfe_minority_share': (config.uses_minority, '--loss=mfe or msfe'),
       'server_lr': (federated, _FEDERATED_ONLY),
+      'client_lr': (entry.uses_client_optimizer, _CLIENT_OPTIMIZER),
+      'client_momentum': (entry.uses_client_optimizer, _CLIENT_OPTIMIZER),
       'clients_per_round': (federated, _FEDERATED_ONLY),
   }
 
@@ -258,9 +266,13 @@ def inapplicable_flags(name: str, config: AlgorithmConfig, options: Any,
   entry = get(name)
   options = _options_or_default(entry, options)
   scopes = _shared_flag_scopes(name, config, options)
+  owners = collections.defaultdict(list)  # A flag may serve two methods.
   for other, options_class in options_classes():
     for flag in options_lib.flag_names(options_class):
-      scopes[flag] = (other == name, f'--algo={other}')
+      owners[flag].append(other)
+  for flag, methods in owners.items():
+    scopes[flag] = (name in methods,
+                    ' or '.join(f'--algo={other}' for other in methods))
   if options is not None:
     for flag, where in options_lib.moot_flags(options):
       scopes[flag] = (False, where)

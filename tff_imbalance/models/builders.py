@@ -245,10 +245,17 @@ def build_mlp(input_shape: Sequence[int], num_classes: int, seed: int,
   return tf.keras.Model(inputs=inputs, outputs=logits, name='mlp')
 
 
+def build_mlp100(input_shape: Sequence[int], num_classes: int,
+                 seed: int) -> tf.keras.Model:
+  """000's (and VIRTUAL's) MLP: two hidden ReLU layers of 100 units."""
+  return build_mlp(input_shape, num_classes, seed, hidden=(100, 100))
+
+
 MODEL_BUILDERS: dict[str, ModelBuilder] = {
     'cnn': build_mcmahan_cnn,
     'cnn_dropout': build_conv_dropout_cnn,
     'mlp': build_mlp,
+    'mlp100': build_mlp100,
 }
 
 

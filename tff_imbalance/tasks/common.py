@@ -157,6 +157,8 @@ def _define_option_flags() -> None:
   name, default, help and choices come from the method's options dataclass."""
   for _, options_class in registry.options_classes():
     for name, field in options_lib.flag_fields(options_class):
+      if name in FLAGS:
+        continue  # A flag two methods share (--psi): defined once.
       help_text, choices = field.metadata['help'], field.metadata['choices']
       if choices is not None:
         flags.DEFINE_enum(name, field.default, choices, help_text)
@@ -426,8 +428,10 @@ def _method_options():
   Every method's options are built, so that an invalid value stops the run
   whether or not --algo uses it.
   """
+  # A flag two methods share keeps each method's own default unless given.
   built = {name: options_class(**{
-      field.name: _flag_value(flag)
+      field.name: (_flag_value(flag) if FLAGS[flag].present else
+                   field.default)
       for flag, field in options_lib.flag_fields(options_class)})
            for name, options_class in registry.options_classes()}
   return built.get(FLAGS.algo)

@@ -52,6 +52,9 @@ class CReFFOptions:
     feature_lr: SGD learning rate of the features (0.1).
     retrain_epochs: epochs of mini-batch SGD re-training per round (300,
       the code's `crt_epoch`; 004 appendix C.2 calls them "steps").
+    retrain_steps: if > 0, re-train for exactly this many mini-batch SGD
+      updates instead of `retrain_epochs` epochs (004 appendix C.2's reading:
+      300 updates; 0, the default, keeps the code's epochs).
     retrain_batch_size: re-training mini-batch size (32, the code's
       `batch_size_local_training`); >= C*m is full-batch gradient descent.
     retrain_lr: re-training learning rate (0.01, the code's `lr_net`; 004
@@ -68,7 +71,13 @@ class CReFFOptions:
       0.1, 'CReFF learning rate of the federated features (> 0).')
   retrain_epochs: int = options_lib.option(
       300, 'CReFF classifier re-training epochs of mini-batch SGD over the '
-      'federated features per round (>= 1).')
+      'federated features per round (>= 1).',
+      applies_if=(lambda options: options.retrain_steps == 0,
+                  '--creff_retrain_steps=0'))
+  retrain_steps: int = options_lib.option(
+      0, 'CReFF classifier re-training length in mini-batch SGD updates per '
+      'round, replacing --creff_retrain_epochs when > 0 (004 appendix C.2 '
+      'reads "300 re-training steps"; 0: the CReFF code\'s epochs).')
   retrain_batch_size: int = options_lib.option(
       32, 'CReFF re-training mini-batch size (>= 1; at least classes x '
       '--creff_features_per_class is full-batch).')
@@ -83,6 +92,8 @@ class CReFFOptions:
     for name in ('features_per_class', 'match_steps', 'retrain_epochs',
                  'retrain_batch_size'):
       options_lib.require(self, name, getattr(self, name) >= 1, '>= 1')
+    options_lib.require(self, 'retrain_steps', self.retrain_steps >= 0,
+                        '>= 0')
     options_lib.require(self, 'feature_lr', self.feature_lr > 0, '> 0')
     options_lib.require(self, 'retrain_lr', self.retrain_lr > 0, '> 0')
     options_lib.check_choices(self)
@@ -191,7 +202,8 @@ def _sgd_step(weights: tf.Tensor, inputs: tf.Tensor, targets: tf.Tensor,
 
 def retrain_classifier(features, labels, initial: collections.OrderedDict,
                        *, epochs: int, batch_size: int, learning_rate: float,
-                       seed: tf.Tensor) -> collections.OrderedDict:
+                       seed: tf.Tensor,
+                       steps: int = 0) -> collections.OrderedDict:
   """Mini-batch SGD on mean CE over the federated features (Shang eq. 7).
 
   Each epoch visits the N = C*m features once in the order
@@ -200,6 +212,9 @@ def retrain_classifier(features, labels, initial: collections.OrderedDict,
   plain SGD step per mini-batch: epochs * ceil(N / batch_size) updates in
   all, i.e. epochs * m / batch_size per class (938 at CReFF's 300 epochs,
   m = 100, batch 32), each a [B, d+1] x [d+1, C] matmul and its transpose.
+  With `steps` > 0 it takes exactly `steps` updates instead (004 appendix
+  C.2's reading, "300 re-training steps"), walking the same epoch orders and
+  stopping inside an epoch where the budget ends.
   The epoch's shuffled features are gathered once and cut into a [steps, B,
   d+1] stack, so that a step is a handful of ops (its cost is op overhead,
   not arithmetic: about 60,000 steps per round at C = 62).
@@ -212,6 +227,7 @@ def retrain_classifier(features, labels, initial: collections.OrderedDict,
     batch_size: mini-batch size (>= N: full-batch gradient descent).
     learning_rate: SGD learning rate.
     seed: a shape-[2] int32 stateless seed of the epochs' orders.
+    steps: if > 0, the number of SGD updates, replacing `epochs`.
 
   Returns:
     The re-trained `OrderedDict(kernel=[d, C], bias=[C])`.
@@ -227,7 +243,10 @@ def retrain_classifier(features, labels, initial: collections.OrderedDict,
   full_step = tf.constant(learning_rate / batch_size, features.dtype)
   rest_step = tf.constant(learning_rate / max(rest, 1), features.dtype)
   cut = full_batches * batch_size
-  for epoch in tf.range(epochs):
+
+  def one_epoch(weights, epoch, batches, with_rest):
+    # The epoch's first `batches` full mini-batches (and its smaller last
+    # one if `with_rest`) in the epoch's seeded order.
     order = epoch_order(num_examples, seed, epoch)
     epoch_inputs = tf.gather(inputs, order)
     epoch_targets = tf.gather(targets, order)
@@ -235,12 +254,24 @@ def retrain_classifier(features, labels, initial: collections.OrderedDict,
                                 [full_batches, batch_size, feature_dim + 1])
     batched_targets = tf.reshape(epoch_targets[:cut],
                                  [full_batches, batch_size, num_classes])
-    for step in tf.range(full_batches):
+    for step in tf.range(batches):
       weights = _sgd_step(weights, batched_inputs[step],
                           batched_targets[step], full_step)
-    if rest:
+    if with_rest:
       weights = _sgd_step(weights, epoch_inputs[cut:], epoch_targets[cut:],
                           rest_step)
+    return weights
+
+  batches_per_epoch = full_batches + (1 if rest else 0)
+  updates = steps if steps else epochs * batches_per_epoch
+  whole_epochs, partial_batches = divmod(updates, batches_per_epoch)
+  for epoch in tf.range(whole_epochs):
+    weights = one_epoch(weights, epoch, full_batches, bool(rest))
+  if partial_batches:
+    # A step budget that ends inside an epoch: its first full batches
+    # (partial_batches < batches_per_epoch, so never the smaller last one).
+    weights = one_epoch(weights, tf.constant(whole_epochs), partial_batches,
+                        False)
   return collections.OrderedDict(kernel=weights[:feature_dim],
                                  bias=weights[feature_dim])
 
@@ -311,7 +342,8 @@ class CReFFServerFactory(tff.aggregators.UnweightedAggregationFactory):
         classifier = retrain_classifier(
             features, labels, initial, epochs=options.retrain_epochs,
             batch_size=options.retrain_batch_size,
-            learning_rate=options.retrain_lr, seed=order_seed)
+            learning_rate=options.retrain_lr, seed=order_seed,
+            steps=options.retrain_steps)
         return (collections.OrderedDict(features=features,
                                         classifier=classifier,
                                         round_num=server['round_num'] + 1),
@@ -427,7 +459,8 @@ def build_creff(
     `nn.Linear`-style start, or zero) on S by min_W mean CE(W; S) (eq. 7)
     with `retrain_epochs` epochs of mini-batch SGD (batch
     `retrain_batch_size`, stateless per-epoch shuffles): epochs *
-    ceil(C m / batch) updates per round, as the CReFF code;
+    ceil(C m / batch) updates per round, as the CReFF code (or exactly
+    `retrain_steps` updates, 004 appendix C.2's reading);
   * the global model is FedAvg's (P^{t+1}, W^{t+1}); the model weights the
     process exposes, for evaluation, are (P^{t+1}, W_r^{t+1}).
 

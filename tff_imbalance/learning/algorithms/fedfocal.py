@@ -106,25 +106,35 @@ def _build(model_spec, config, options, context):
                         if _selects_by_psi(options) else None))
 
 
-def make_selector(options: FedFocalOptions, config: method.AlgorithmConfig,
-                  data, clients_per_round: int, seed: int,
-                  model_spec: spec_lib.ModelSpec):
+def psi_selector(psi: float, improvement: str, loss: losses.PerExampleLoss,
+                 data, clients_per_round: int, seed: int, batch_size: int,
+                 model_spec: spec_lib.ModelSpec):
   """psi selection over `data` (a `FederatedData`); uniform for psi = 0.
 
   The global reading evaluates each new global model on last round's cohort
-  with a TFF computation built here (hence `model_spec`).
+  with `loss`, by a TFF computation built here (hence `model_spec`). Shared
+  with VIRTUAL (000 runs Fed-Focal on it).
   """
-  if not _selects_by_psi(options):
+  if psi <= 0:
     return selection.UniformSelector(data.num_clients, clients_per_round, seed)
   evaluate_cohort = None
-  if options.psi_improvement == selection.GLOBAL:
+  if improvement == selection.GLOBAL:
     evaluate_cohort = selection.cohort_evaluator(
         local_training.build_cohort_validation_loss(
-            model_spec, config.focal_loss(), clients_per_round),
-        data, config.batch_size)
+            model_spec, loss, clients_per_round),
+        data, batch_size)
   return selection.PsiSelector(
-      data.num_clients, clients_per_round, options.psi, seed,
-      improvement=options.psi_improvement, evaluate_cohort=evaluate_cohort)
+      data.num_clients, clients_per_round, psi, seed,
+      improvement=improvement, evaluate_cohort=evaluate_cohort)
+
+
+def make_selector(options: FedFocalOptions, config: method.AlgorithmConfig,
+                  data, clients_per_round: int, seed: int,
+                  model_spec: spec_lib.ModelSpec):
+  """Fed-Focal's psi selection (`psi_selector`) with its focal loss."""
+  return psi_selector(options.psi, options.psi_improvement,
+                      config.focal_loss(), data, clients_per_round, seed,
+                      config.batch_size, model_spec)
 
 
 FEDFOCAL = method.Method(
