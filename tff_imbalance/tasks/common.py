@@ -12,6 +12,7 @@ run in the same directory must use the same flags but for --rounds, --resume,
 --resume continues the run from its latest checkpoint.
 """
 
+import collections
 import dataclasses
 import functools
 import os
@@ -148,22 +149,33 @@ _FLAG_DEFINERS = {
     bool: flags.DEFINE_bool, int: flags.DEFINE_integer,
     float: flags.DEFINE_float, str: flags.DEFINE_string,
     tuple: lambda name, default, help_text: flags.DEFINE_list(
-        name, [str(v) for v in default], help_text),
+        name, None if default is None else [str(v) for v in default],
+        help_text),
 }
 
 
 def _define_option_flags() -> None:
   """One flag per option of every registered method (`learning/options.py`):
-  name, default, help and choices come from the method's options dataclass."""
+  name, default, help and choices come from the method's options dataclass.
+
+  A flag two methods share (--psi: fedfocal and virtual) is defined once;
+  where their defaults differ its default is None, "each method's own"
+  (`_method_options`), so that flags.txt and --flagfile keep it unset.
+  """
+  defaults = collections.defaultdict(set)
+  for _, options_class in registry.options_classes():
+    for name, field in options_lib.flag_fields(options_class):
+      defaults[name].add(field.default)
   for _, options_class in registry.options_classes():
     for name, field in options_lib.flag_fields(options_class):
       if name in FLAGS:
-        continue  # A flag two methods share (--psi): defined once.
+        continue
       help_text, choices = field.metadata['help'], field.metadata['choices']
+      default = field.default if len(defaults[name]) == 1 else None
       if choices is not None:
-        flags.DEFINE_enum(name, field.default, choices, help_text)
+        flags.DEFINE_enum(name, default, choices, help_text)
       else:
-        _FLAG_DEFINERS[type(field.default)](name, field.default, help_text)
+        _FLAG_DEFINERS[type(field.default)](name, default, help_text)
 
 
 _define_option_flags()
@@ -428,10 +440,10 @@ def _method_options():
   Every method's options are built, so that an invalid value stops the run
   whether or not --algo uses it.
   """
-  # A flag two methods share keeps each method's own default unless given.
+  # An unset shared flag (default None) takes each method's own default.
   built = {name: options_class(**{
-      field.name: (_flag_value(flag) if FLAGS[flag].present else
-                   field.default)
+      field.name: (field.default if FLAGS[flag].value is None else
+                   _flag_value(flag))
       for flag, field in options_lib.flag_fields(options_class)})
            for name, options_class in registry.options_classes()}
   return built.get(FLAGS.algo)

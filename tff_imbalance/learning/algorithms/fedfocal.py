@@ -31,10 +31,12 @@ class FedFocalOptions:
   """Fed-Focal's client selection (000 eqs. 7-13)."""
   FLAG_PREFIX = ''
   psi: float = options_lib.option(
-      0.8, 'fedfocal: share of last round\'s improved clients kept (000 eqs. '
-      '7-13), in [0, 1]; 0 is uniform sampling.')
+      0.8, 'fedfocal (default 0.8) and virtual (default 0): share of last '
+      'round\'s improved clients kept (000 eqs. 7-13), in [0, 1]; 0 is '
+      'uniform sampling.')
   psi_improvement: str = options_lib.option(
-      selection.GLOBAL, 'fedfocal: a client of round t "improved" (000 eq. 9) '
+      selection.GLOBAL, 'fedfocal, virtual: a client of round t "improved" '
+      '(000 eq. 9) '
       'when its validation loss under the new global model w^{t+1} (global) '
       'or under its own trained model (local) is below its loss under w^t '
       '(docs/fedfocal.md).', choices=selection.IMPROVEMENTS,
