@@ -185,9 +185,10 @@ def _auxiliary(source: arrays.SourceData):
 
 
 def _selector(algo: str, num_clients: int):
-  if algo.split(':')[0] in registry.PSI_SELECTION_ALGORITHMS:
-    return selection.PsiSelector(num_clients, FLAGS.clients_per_round, 0.8,
-                                 _SEED)
+  name, options = _method_and_options(algo)
+  if registry.uses_validation(name, options):  # psi selection (psi > 0).
+    return selection.PsiSelector(num_clients, FLAGS.clients_per_round,
+                                 options.psi, _SEED)
   return selection.UniformSelector(num_clients, FLAGS.clients_per_round,
                                    _SEED)
 

@@ -91,7 +91,7 @@ def _run(algo, process):
     The run summary, each round's cohort and the final model weights.
   """
   data, test, counts = _data()
-  if algo in registry.PSI_SELECTION_ALGORITHMS:
+  if registry.uses_validation(algo):
     selector = selection.PsiSelector(NUM_CLIENTS, COHORT, 0.5, 0)
   else:
     selector = selection.UniformSelector(NUM_CLIENTS, COHORT, 0)
@@ -219,7 +219,7 @@ def _next_rounds(process, algo, rounds=2):
   for round_num in range(1, rounds + 1):
     inputs = data.round_inputs(
         [0, 2, 3, 5], round_num=round_num, local_epochs=1, batch_size=8,
-        seed=0, with_validation=algo in registry.PSI_SELECTION_ALGORITHMS,
+        seed=0, with_validation=registry.uses_validation(algo),
         with_client_index=runner.wants_client_index(process),
         with_population=runner.wants_population(process))
     output = process.next(state, inputs)

@@ -332,19 +332,18 @@ def build_virtual(
   state_type = initialize_server.type_signature.result
 
   @compat.tf_computation(state_type, tff.TensorType(np.float32, [num_clients]))
-  def cohort_broadcast(server, members):
-    # The cohort's population indices in increasing order (exactly K ones).
+  def cohort_rows(server, members):
+    # The cohort's population indices in increasing order (exactly K ones)
+    # and their factors, for the server's own use.
     ids = tf.cast(tf.argsort(-members, stable=True)[:cohort], tf.int32)
     return collections.OrderedDict(
-        gamma=server['gamma'], precision=server['precision'],
-        ids=ids,
+        gamma=server['gamma'], precision=server['precision'], ids=ids,
         rows_gamma=[tf.gather(f, ids) for f in server['factors_gamma']],
         rows_precision=[tf.gather(f, ids)
                         for f in server['factors_precision']],
-        round_num=server['round_num'],
-        active=tf.constant(-1, tf.int32))
+        round_num=server['round_num'])
 
-  broadcast_type = cohort_broadcast.type_signature.result
+  cohort_type = cohort_rows.type_signature.result
 
   def validation_loss(gamma, precision, dataset):
     weights = [g / p for g, p in zip(gamma, precision)]
@@ -355,25 +354,16 @@ def build_virtual(
       count += tf.cast(tf.size(per_example), tf.float32)
     return tf.math.divide_no_nan(total, count)
 
-  def client_update(received, train, index, validation=None, slot=None):
-    k = index
-    position = tf.argmax(tf.cast(tf.equal(received['ids'], k), tf.int32),
-                         output_type=tf.int32)
+  def train_factor(gamma_s, precision_s, old_gamma, old_precision, k,
+                   round_num, train, validation, slot):
+    """Client k's damped factor change from posterior s and factor c_k, its
+    weighted posterior change and its totals (a client with an empty
+    `train` changes nothing and totals zero)."""
     weight = tf.gather(tf.constant(client_weights), k)
     examples = tf.gather(tf.constant(client_sizes32), k)
-    # Sequential refinement trains one cohort position per step; the others
-    # see no batches (their factor and outputs stay zero).
-    active = tf.logical_or(received['active'] < 0,
-                           tf.equal(position, received['active']))
-    examples_taken = tf.where(active, tf.constant(-1, tf.int64),
-                              tf.constant(0, tf.int64))
-    train = train.take(examples_taken)
-    old_gamma = [r[position] for r in received['rows_gamma']]
-    old_precision = [r[position] for r in received['rows_precision']]
-    cavity_gamma = [s - weight * c
-                    for s, c in zip(received['gamma'], old_gamma)]
+    cavity_gamma = [s - weight * c for s, c in zip(gamma_s, old_gamma)]
     cavity_precision = [s - weight * c
-                        for s, c in zip(received['precision'], old_precision)]
+                        for s, c in zip(precision_s, old_precision)]
     prior_precision_ = [c + weight * prior_precision for c in cavity_precision]
     step_size = natural_lr / weight
 
@@ -390,7 +380,7 @@ def build_virtual(
         tape.watch([gamma, precision])
         q_gamma, q_precision = posterior(gamma, precision)
         weights = sample_weights(q_gamma, q_precision, sample_seed(
-            seed, received['round_num'], k, step))
+            seed, round_num, k, step))
         logits = forward(plan, weights, batch['x'])
         per_example = loss(batch['y'], logits, ())
         data_loss = tf.reduce_mean(per_example)
@@ -416,35 +406,28 @@ def build_virtual(
                        for t, c in zip(precision, old_precision)]
     finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(d))
                             for d in delta_gamma + delta_precision])
-    keep = tf.cast(finite, tf.float32)
     delta_gamma = [tf.where(finite, d, tf.zeros_like(d)) for d in delta_gamma]
     delta_precision = [tf.where(finite, d, tf.zeros_like(d))
                        for d in delta_precision]
-    at_position = tf.one_hot(position, cohort, dtype=tf.float32)
-
-    def stacked(delta):
-      return at_position[(slice(None),) + (None,) * len(delta.shape)] * delta
-
-    output = collections.OrderedDict(
-        posterior_gamma=[weight * d for d in delta_gamma],
-        posterior_precision=[weight * d for d in delta_precision],
-        rows_gamma=[stacked(d) for d in delta_gamma],
-        rows_precision=[stacked(d) for d in delta_precision],
+    totals = collections.OrderedDict(
         train=collections.OrderedDict(loss=loss_sum, correct=correct,
                                       num_examples=count),
-        non_finite_clients=1.0 - keep)
+        non_finite_clients=tf.where(
+            tf.logical_and(count > 0, tf.logical_not(finite)), 1.0, 0.0))
     if validation is not None:
-      validation = validation.take(examples_taken)
       slot_one_hot = tf.one_hot(slot, validation_slots, dtype=tf.float32)
-      before = validation_loss(received['gamma'], received['precision'],
-                               validation)
+      before = validation_loss(gamma_s, precision_s, validation)
       after_gamma, after_precision = posterior(
           [c + d for c, d in zip(old_gamma, delta_gamma)],
           [c + d for c, d in zip(old_precision, delta_precision)])
       after = validation_loss(after_gamma, after_precision, validation)
-      output['validation_loss_before'] = slot_one_hot * before
-      output['validation_loss_after'] = slot_one_hot * after
-    return output
+      totals['validation_loss_before'] = slot_one_hot * before
+      totals['validation_loss_after'] = slot_one_hot * after
+    return collections.OrderedDict(
+        posterior_gamma=[weight * d for d in delta_gamma],
+        posterior_precision=[weight * d for d in delta_precision],
+        factor_gamma=delta_gamma, factor_precision=delta_precision,
+        totals=totals)
 
   sequence_type = tff.SequenceType(compat.tensorflow_to_type(batch_spec))
   index_type = tff.SequenceType(tff.TensorType(np.int32))
@@ -454,79 +437,142 @@ def build_virtual(
   fields += [(CLIENT_INDEX, index_type)]
   client_data_type = tff.StructWithPythonType(fields, collections.OrderedDict)
 
+  def client_fields(data):
+    validation = data['validation'] if validation_slots else None
+    slot = _one_element(data['slot']) if validation_slots else None
+    return _one_element(data[CLIENT_INDEX]), data['train'], validation, slot
+
   @compat.tf_computation(client_data_type)
   def client_membership(data):
     return tf.one_hot(_one_element(data[CLIENT_INDEX]), num_clients,
                       dtype=tf.float32)
 
-  @compat.tf_computation(broadcast_type, client_data_type)
-  def client_work(received, data):
+  # Parallel: every client receives s and the cohort's rows, finds its own
+  # and returns its factor change in its row of a [K, ...] stack.
+  @compat.tf_computation(cohort_type, client_data_type)
+  def parallel_client(received, data):
 
     @tf.function
     def run(received, data):
-      index = _one_element(data[CLIENT_INDEX])
-      if validation_slots:
-        return client_update(received, data['train'], index,
-                             data['validation'], _one_element(data['slot']))
-      return client_update(received, data['train'], index)
+      k, train, validation, slot = client_fields(data)
+      position = tf.argmax(tf.cast(tf.equal(received['ids'], k), tf.int32),
+                           output_type=tf.int32)
+      result = train_factor(
+          received['gamma'], received['precision'],
+          [r[position] for r in received['rows_gamma']],
+          [r[position] for r in received['rows_precision']], k,
+          received['round_num'], train, validation, slot)
+      at_position = tf.one_hot(position, cohort, dtype=tf.float32)
+      for name in ('factor_gamma', 'factor_precision'):
+        result[name] = [
+            at_position[(slice(None),) + (None,) * len(d.shape)] * d
+            for d in result[name]]
+      return result
 
     return run(received, data)
 
-  client_output_type = client_work.type_signature.result
+  # Sequential: step i sends s as refined so far and the factor of the
+  # cohort's i-th client; that client trains, the others see no batches.
+  @compat.tf_computation(cohort_type, tff.TensorType(np.int32))
+  def step_broadcast(sent, position):
+    return collections.OrderedDict(
+        gamma=sent['gamma'], precision=sent['precision'],
+        row_gamma=[r[position] for r in sent['rows_gamma']],
+        row_precision=[r[position] for r in sent['rows_precision']],
+        active=sent['ids'][position], round_num=sent['round_num'])
 
-  @compat.tf_computation(broadcast_type, tff.TensorType(np.int32))
-  def activate(sent, position):
-    sent = collections.OrderedDict(sent)
-    sent['active'] = position
-    return sent
+  step_type = step_broadcast.type_signature.result
 
-  @compat.tf_computation(broadcast_type, client_output_type)
-  def advance(sent, summed):
-    # The server's refinement by the clients' summed posterior changes.
+  @compat.tf_computation(step_type, client_data_type)
+  def sequential_client(received, data):
+
+    @tf.function
+    def run(received, data):
+      k, train, validation, slot = client_fields(data)
+      taken = tf.where(tf.equal(k, received['active']),
+                       tf.constant(-1, tf.int64), tf.constant(0, tf.int64))
+      return train_factor(
+          received['gamma'], received['precision'], received['row_gamma'],
+          received['row_precision'], k, received['round_num'],
+          train.take(taken),
+          None if validation is None else validation.take(taken), slot)
+
+    return run(received, data)
+
+  parallel_type = parallel_client.type_signature.result
+  sequential_type = sequential_client.type_signature.result
+  totals_type = parallel_type.totals
+
+  @compat.tf_computation(cohort_type, parallel_type)
+  def apply_parallel(sent, summed):
     sent = collections.OrderedDict(sent)
     sent['gamma'] = [s + server_lr * d for s, d in zip(
         sent['gamma'], summed['posterior_gamma'])]
     sent['precision'] = [s + server_lr * d for s, d in zip(
         sent['precision'], summed['posterior_precision'])]
-    return sent
+    return (sent, summed['factor_gamma'], summed['factor_precision'],
+            summed['totals'])
 
-  @compat.tf_computation(client_output_type, client_output_type)
-  def add(first, second):
-    return tf.nest.map_structure(tf.add, first, second)
+  @compat.tf_computation(cohort_type, sequential_type, tff.TensorType(np.int32))
+  def apply_step(sent, summed, position):
+    # The server's refinement by the active client's posterior change; its
+    # factor change goes to row `position` of the round's change stacks.
+    sent = collections.OrderedDict(sent)
+    sent['gamma'] = [s + server_lr * d for s, d in zip(
+        sent['gamma'], summed['posterior_gamma'])]
+    sent['precision'] = [s + server_lr * d for s, d in zip(
+        sent['precision'], summed['posterior_precision'])]
+    at_position = tf.one_hot(position, cohort, dtype=tf.float32)
 
-  @compat.tf_computation(state_type, broadcast_type, client_output_type)
-  def end_round(server, refined, summed):
+    def stacked(delta):
+      return at_position[(slice(None),) + (None,) * len(delta.shape)] * delta
+
+    return (sent, [stacked(d) for d in summed['factor_gamma']],
+            [stacked(d) for d in summed['factor_precision']],
+            summed['totals'])
+
+  stacks_type = apply_parallel.type_signature.result
+
+  @compat.tf_computation(stacks_type)
+  def _first(result):
+    return result[0]
+
+  @compat.tf_computation(stacks_type, stacks_type)
+  def add_steps(first, second):
+    # The posterior is the later step's; the changes and totals add up.
+    return (second[0],) + tuple(tf.nest.map_structure(tf.add, a, b)
+                                for a, b in zip(first[1:], second[1:]))
+
+  @compat.tf_computation(state_type, stacks_type)
+  def end_round(server, result):
+    refined, rows_gamma, rows_precision, totals = result
     ids = refined['ids'][:, None]
     new = collections.OrderedDict(
         gamma=refined['gamma'], precision=refined['precision'],
         factors_gamma=[tf.tensor_scatter_nd_add(f, ids, r) for f, r in zip(
-            server['factors_gamma'], summed['rows_gamma'])],
+            server['factors_gamma'], rows_gamma)],
         factors_precision=[tf.tensor_scatter_nd_add(f, ids, r) for f, r in zip(
-            server['factors_precision'], summed['rows_precision'])],
+            server['factors_precision'], rows_precision)],
         round_num=server['round_num'] + 1)
-    train = summed['train']
+    train = totals['train']
     metrics = collections.OrderedDict(
         train=collections.OrderedDict(
             loss=tf.math.divide_no_nan(train['loss'], train['num_examples']),
             accuracy=tf.math.divide_no_nan(train['correct'],
                                            train['num_examples']),
             num_examples=tf.cast(train['num_examples'], tf.int64)),
-        non_finite_clients=summed['non_finite_clients'])
+        non_finite_clients=totals['non_finite_clients'])
     if validation_slots:
       metrics['round_report'] = collections.OrderedDict(
-          validation_loss_before=summed['validation_loss_before'],
-          validation_loss_after=summed['validation_loss_after'])
+          validation_loss_before=totals['validation_loss_before'],
+          validation_loss_after=totals['validation_loss_after'])
     return new, metrics
+
+  del totals_type  # The two clients' totals share it.
 
   @compat.federated_computation
   def init_fn():
     return tff.federated_eval(initialize_server, tff.SERVER)
-
-  def refine(sent, client_data):
-    outputs = tff.federated_map(
-        client_work, (tff.federated_broadcast(sent), client_data))
-    summed = tff.federated_sum(outputs)
-    return tff.federated_map(advance, (sent, summed)), summed
 
   @compat.federated_computation(init_fn.type_signature.result,
                                 tff.FederatedType(client_data_type,
@@ -534,21 +580,26 @@ def build_virtual(
   def next_fn(state, client_data):
     members = tff.federated_sum(tff.federated_map(client_membership,
                                                   client_data))
-    sent = tff.federated_map(cohort_broadcast, (state, members))
+    sent = tff.federated_map(cohort_rows, (state, members))
     if options.refinement == PARALLEL:
-      refined, summed = refine(sent, client_data)
+      summed = tff.federated_sum(tff.federated_map(
+          parallel_client, (tff.federated_broadcast(sent), client_data)))
+      result = tff.federated_map(apply_parallel, (sent, summed))
     else:
-      # One cohort position after another, each from the posterior the
-      # previous one left (positions in increasing population index).
-      refined, summed = sent, None
+      # One cohort position after another (increasing population index),
+      # each from the posterior the previous one left.
+      result = None
       for position in range(cohort):
-        refined, step = refine(
-            tff.federated_map(activate, (refined, tff.federated_value(
-                np.int32(position), tff.SERVER))), client_data)
-        summed = step if summed is None else tff.federated_map(
-            add, (summed, step))
-    new_state, metrics = tff.federated_map(end_round,
-                                           (state, refined, summed))
+        at = tff.federated_value(np.int32(position), tff.SERVER)
+        step = tff.federated_broadcast(
+            tff.federated_map(step_broadcast, (sent, at)))
+        summed = tff.federated_sum(tff.federated_map(
+            sequential_client, (step, client_data)))
+        step_result = tff.federated_map(apply_step, (sent, summed, at))
+        sent = tff.federated_map(_first, step_result)
+        result = step_result if result is None else tff.federated_map(
+            add_steps, (result, step_result))
+    new_state, metrics = tff.federated_map(end_round, (state, result))
     return tff.learning.templates.LearningProcessOutput(
         new_state, tff.federated_zip(collections.OrderedDict(
             client_work=metrics)))
