@@ -473,15 +473,21 @@ def build_virtual(
 
   # Sequential: step i sends s as refined so far and the factor of the
   # cohort's i-th client; that client trains, the others see no batches.
-  @compat.tf_computation(cohort_type, tff.TensorType(np.int32))
-  def step_broadcast(sent, position):
-    return collections.OrderedDict(
-        gamma=sent['gamma'], precision=sent['precision'],
-        row_gamma=[r[position] for r in sent['rows_gamma']],
-        row_precision=[r[position] for r in sent['rows_precision']],
-        active=sent['ids'][position], round_num=sent['round_num'])
+  def step_broadcast_at(position: int):
+    # One computation per position: a constant inside, not a federated
+    # literal (the in-process path runs no Literal blocks).
 
-  step_type = step_broadcast.type_signature.result
+    @compat.tf_computation(cohort_type)
+    def step_broadcast(sent):
+      return collections.OrderedDict(
+          gamma=sent['gamma'], precision=sent['precision'],
+          row_gamma=[r[position] for r in sent['rows_gamma']],
+          row_precision=[r[position] for r in sent['rows_precision']],
+          active=sent['ids'][position], round_num=sent['round_num'])
+
+    return step_broadcast
+
+  step_type = step_broadcast_at(0).type_signature.result
 
   @compat.tf_computation(step_type, client_data_type)
   def sequential_client(received, data):
@@ -513,23 +519,27 @@ def build_virtual(
     return (sent, summed['factor_gamma'], summed['factor_precision'],
             summed['totals'])
 
-  @compat.tf_computation(cohort_type, sequential_type, tff.TensorType(np.int32))
-  def apply_step(sent, summed, position):
-    # The server's refinement by the active client's posterior change; its
-    # factor change goes to row `position` of the round's change stacks.
-    sent = collections.OrderedDict(sent)
-    sent['gamma'] = [s + server_lr * d for s, d in zip(
-        sent['gamma'], summed['posterior_gamma'])]
-    sent['precision'] = [s + server_lr * d for s, d in zip(
-        sent['precision'], summed['posterior_precision'])]
-    at_position = tf.one_hot(position, cohort, dtype=tf.float32)
+  def apply_step_at(position: int):
 
-    def stacked(delta):
-      return at_position[(slice(None),) + (None,) * len(delta.shape)] * delta
+    @compat.tf_computation(cohort_type, sequential_type)
+    def apply_step(sent, summed):
+      # The server's refinement by the active client's posterior change; its
+      # factor change goes to row `position` of the round's change stacks.
+      sent = collections.OrderedDict(sent)
+      sent['gamma'] = [s + server_lr * d for s, d in zip(
+          sent['gamma'], summed['posterior_gamma'])]
+      sent['precision'] = [s + server_lr * d for s, d in zip(
+          sent['precision'], summed['posterior_precision'])]
+      at_position = tf.one_hot(position, cohort, dtype=tf.float32)
 
-    return (sent, [stacked(d) for d in summed['factor_gamma']],
-            [stacked(d) for d in summed['factor_precision']],
-            summed['totals'])
+      def stacked(delta):
+        return at_position[(slice(None),) + (None,) * len(delta.shape)] * delta
+
+      return (sent, [stacked(d) for d in summed['factor_gamma']],
+              [stacked(d) for d in summed['factor_precision']],
+              summed['totals'])
+
+    return apply_step
 
   stacks_type = apply_parallel.type_signature.result
 
@@ -590,12 +600,12 @@ def build_virtual(
       # each from the posterior the previous one left.
       result = None
       for position in range(cohort):
-        at = tff.federated_value(np.int32(position), tff.SERVER)
         step = tff.federated_broadcast(
-            tff.federated_map(step_broadcast, (sent, at)))
+            tff.federated_map(step_broadcast_at(position), sent))
         summed = tff.federated_sum(tff.federated_map(
             sequential_client, (step, client_data)))
-        step_result = tff.federated_map(apply_step, (sent, summed, at))
+        step_result = tff.federated_map(apply_step_at(position),
+                                        (sent, summed))
         sent = tff.federated_map(_first, step_result)
         result = step_result if result is None else tff.federated_map(
             add_steps, (result, step_result))
