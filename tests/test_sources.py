@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 
 from tff_imbalance import compat
 from tff_imbalance import errors
+from tff_imbalance.data import arrays
 from tff_imbalance.data.sources import embedded
 from tff_imbalance.data.sources import femnist_sample
 from tff_imbalance.data.sources import idx
@@ -594,3 +595,22 @@ def test_shipped_femnist_sample_is_real_writers_with_62_classes():
   assert source.train.x.mean() < 0.3
   capped = femnist_sample.load_femnist_sample(max_test_per_class=1)
   assert np.bincount(capped.test.y).max() == 1
+
+
+def test_first_classes_keeps_the_digits_of_train_test_and_writers():
+  # FEMNIST's labels 0-9 are its digits (000's 10-unit FEMNIST model).
+  y = np.array([0, 12, 9, 10, 3, 61], np.int64)
+  source = arrays.SourceData(
+      train=arrays.LabeledArrays(x=np.arange(6, dtype=np.float32)[:, None],
+                                 y=y),
+      test=arrays.LabeledArrays(x=np.zeros([3, 1], np.float32),
+                                y=np.array([5, 40, 9], np.int64)),
+      num_classes=62, train_writer_ids=np.array(list('abcdef')),
+      class_names=tuple(str(c) for c in range(62)))
+  digits = arrays.first_classes(source, 10)
+  assert digits.num_classes == 10
+  np.testing.assert_array_equal(digits.train.y, [0, 9, 3])
+  np.testing.assert_array_equal(digits.train.x[:, 0], [0, 2, 4])
+  np.testing.assert_array_equal(digits.train_writer_ids, ['a', 'c', 'e'])
+  np.testing.assert_array_equal(digits.test.y, [5, 9])
+  assert digits.class_names == tuple(str(c) for c in range(10))

@@ -54,3 +54,20 @@ class SourceData:
   num_classes: int
   train_writer_ids: Optional[np.ndarray] = None
   class_names: Optional[tuple[str, ...]] = None
+
+
+def first_classes(source: SourceData, num_classes: int) -> SourceData:
+  """`source` restricted to its classes [0, num_classes), train and test.
+
+  FEMNIST's labels 0-9 are its digits: 000 runs "Sampled-FEMNIST" with a
+  10-unit output layer (sec. 4.2), i.e. the digits alone.
+  """
+  keep_train = np.flatnonzero(source.train.y < num_classes)
+  keep_test = np.flatnonzero(source.test.y < num_classes)
+  return SourceData(
+      train=source.train.take(keep_train), test=source.test.take(keep_test),
+      num_classes=num_classes,
+      train_writer_ids=(None if source.train_writer_ids is None else
+                        source.train_writer_ids[keep_train]),
+      class_names=(None if source.class_names is None else
+                   source.class_names[:num_classes]))

@@ -15,6 +15,7 @@ from absl import app
 from absl import flags
 
 from tff_imbalance import errors
+from tff_imbalance.data import arrays
 from tff_imbalance.data import partition
 from tff_imbalance.data import profiles
 from tff_imbalance.data.sources import registry as sources
@@ -31,7 +32,9 @@ flags.DEFINE_string('data_dir', None,
                     'shipped sample.')
 flags.DEFINE_string('cache_dir', None,
                     'Directory holding emnist_all.sqlite (TFF source).')
-flags.DEFINE_bool('only_digits', False, 'TFF source: 10 digit classes only.')
+flags.DEFINE_bool('only_digits', False, 'The 10 digit classes only (TFF: its '
+                  'digits split; LEAF: labels 0-9), as 000\'s 10-unit '
+                  'FEMNIST model.')
 flags.DEFINE_integer('max_clients', None,
                      'Keep only the first N writers (sorted ids).')
 flags.DEFINE_integer('max_test_per_class', 200,
@@ -45,25 +48,30 @@ flags.DEFINE_float('minority_ratio', 10.0,
                    'Minority classes hold 1/ratio of a majority class.')
 
 
+_DIGITS = 10  # FEMNIST's classes 0-9.
+
+
 def _load():
   # The balanced test subset keeps the loaders' fixed seed, not --seed: the
   # test set is the same for every run.
-  if FLAGS.source == 'leaf' and not FLAGS.data_dir:
-    source = sources.load_source('femnist_sample',
-                                 max_test_per_class=FLAGS.max_test_per_class)
-  elif FLAGS.source == 'leaf':
-    source = sources.load_source('leaf_femnist', data_dir=FLAGS.data_dir,
-                                 max_test_per_class=FLAGS.max_test_per_class)
-  else:
+  if FLAGS.source == 'tff':
     if not FLAGS.cache_dir:
       raise errors.UserInputError(
           '--cache_dir is required with --source=tff: pass the directory '
           'holding emnist_all.sqlite.')
-    source = sources.load_source('tff_emnist', cache_dir=FLAGS.cache_dir,
-                                 only_digits=FLAGS.only_digits,
-                                 max_clients=FLAGS.max_clients,
+    return sources.load_source('tff_emnist', cache_dir=FLAGS.cache_dir,
+                               only_digits=FLAGS.only_digits,
+                               max_clients=FLAGS.max_clients,
+                               max_test_per_class=FLAGS.max_test_per_class)
+  if FLAGS.data_dir:
+    source = sources.load_source('leaf_femnist', data_dir=FLAGS.data_dir,
                                  max_test_per_class=FLAGS.max_test_per_class)
-  return source
+  else:
+    source = sources.load_source('femnist_sample',
+                                 max_test_per_class=FLAGS.max_test_per_class)
+  # LEAF's labels 0-9 are the digits.
+  return (arrays.first_classes(source, _DIGITS) if FLAGS.only_digits else
+          source)
 
 
 def _check_flags() -> None:
