@@ -20,10 +20,13 @@ MNIST_SHAPE = (28, 28, 1)
 #   conv 3*3*1*32+32 = 320, conv 3*3*32*64+64 = 18,496,
 #   dense 12*12*64*128+128 = 1,179,776, classifier 128*10+10 = 1,290.
 # MLP 200-200: 784*200+200 = 157,000, 200*200+200 = 40,200, 200*10+10 = 2,010.
+# MLP 100-100 (000's): 784*100+100 = 78,500, 100*100+100 = 10,100,
+#   100*10+10 = 1,010.
 EXPECTED = {
     'cnn': (832 + 51_264 + 1_606_144 + 5_130, 512),
     'cnn_dropout': (320 + 18_496 + 1_179_776 + 1_290, 128),
     'mlp': (157_000 + 40_200 + 2_010, 200),
+    'mlp100': (78_500 + 10_100 + 1_010, 100),
 }
 
 
@@ -107,7 +110,8 @@ def test_unknown_model_name():
   with pytest.raises(errors.UserInputError) as e:
     builders.build_model('x', MNIST_SHAPE, 10, seed=0)
   assert str(e.value).startswith(
-      "model name (--model) must be one of cnn, cnn_dropout, mlp (got 'x')")
+      "model name (--model) must be one of cnn, cnn_dropout, mlp, mlp100 "
+      "(got 'x')")
 
 
 @pytest.mark.parametrize('kwargs', [
