@@ -45,10 +45,6 @@ _INIT_SEED_TAG = 31
 _SAMPLE_SEED_TAG = 32
 
 
-def _damping_is_free(options: 'VirtualOptions') -> bool:
-  return options.damping >= 0
-
-
 def _selects_by_psi(options: 'VirtualOptions') -> bool:
   return options.psi > 0
 
@@ -437,6 +433,11 @@ def build_virtual(
   fields += [(CLIENT_INDEX, index_type)]
   client_data_type = tff.StructWithPythonType(fields, collections.OrderedDict)
 
+  def in_row(position, delta):
+    # `delta` in row `position` of a [K, ...] stack of zeros.
+    one_hot = tf.one_hot(position, cohort, dtype=delta.dtype)
+    return tf.reshape(one_hot, [cohort] + [1] * len(delta.shape)) * delta
+
   def client_fields(data):
     validation = data['validation'] if validation_slots else None
     slot = _one_element(data['slot']) if validation_slots else None
@@ -462,11 +463,8 @@ def build_virtual(
           [r[position] for r in received['rows_gamma']],
           [r[position] for r in received['rows_precision']], k,
           received['round_num'], train, validation, slot)
-      at_position = tf.one_hot(position, cohort, dtype=tf.float32)
       for name in ('factor_gamma', 'factor_precision'):
-        result[name] = [
-            at_position[(slice(None),) + (None,) * len(d.shape)] * d
-            for d in result[name]]
+        result[name] = [in_row(position, d) for d in result[name]]
       return result
 
     return run(received, data)
@@ -507,36 +505,30 @@ def build_virtual(
 
   parallel_type = parallel_client.type_signature.result
   sequential_type = sequential_client.type_signature.result
-  totals_type = parallel_type.totals
 
-  @compat.tf_computation(cohort_type, parallel_type)
-  def apply_parallel(sent, summed):
+  def refined(sent, summed):
+    # The server's refinement by the clients' summed posterior changes.
     sent = collections.OrderedDict(sent)
     sent['gamma'] = [s + server_lr * d for s, d in zip(
         sent['gamma'], summed['posterior_gamma'])]
     sent['precision'] = [s + server_lr * d for s, d in zip(
         sent['precision'], summed['posterior_precision'])]
-    return (sent, summed['factor_gamma'], summed['factor_precision'],
-            summed['totals'])
+    return sent
+
+  @compat.tf_computation(cohort_type, parallel_type)
+  def apply_parallel(sent, summed):
+    return (refined(sent, summed), summed['factor_gamma'],
+            summed['factor_precision'], summed['totals'])
 
   def apply_step_at(position: int):
 
     @compat.tf_computation(cohort_type, sequential_type)
     def apply_step(sent, summed):
-      # The server's refinement by the active client's posterior change; its
-      # factor change goes to row `position` of the round's change stacks.
-      sent = collections.OrderedDict(sent)
-      sent['gamma'] = [s + server_lr * d for s, d in zip(
-          sent['gamma'], summed['posterior_gamma'])]
-      sent['precision'] = [s + server_lr * d for s, d in zip(
-          sent['precision'], summed['posterior_precision'])]
-      at_position = tf.one_hot(position, cohort, dtype=tf.float32)
-
-      def stacked(delta):
-        return at_position[(slice(None),) + (None,) * len(delta.shape)] * delta
-
-      return (sent, [stacked(d) for d in summed['factor_gamma']],
-              [stacked(d) for d in summed['factor_precision']],
+      # The active client's factor change goes to row `position` of the
+      # round's change stacks.
+      return (refined(sent, summed),
+              [in_row(position, d) for d in summed['factor_gamma']],
+              [in_row(position, d) for d in summed['factor_precision']],
               summed['totals'])
 
     return apply_step
@@ -577,8 +569,6 @@ def build_virtual(
           validation_loss_before=totals['validation_loss_before'],
           validation_loss_after=totals['validation_loss_after'])
     return new, metrics
-
-  del totals_type  # The two clients' totals share it.
 
   @compat.federated_computation
   def init_fn():
