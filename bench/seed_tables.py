@@ -144,19 +144,20 @@ _BUDGETS_000 = {
                   'client; here FedAvg of our 200-200 MLP, 100 rounds of 1 '
                   'local epoch'),
     'paper': Budget(100, 5, 'mlp', '000 does not state its rounds or '
-                    'epochs; VIRTUAL itself is issue 20')}
+                    'epochs; VIRTUAL itself: --table=virtual_t3')}
 _NOTES_000 = (
     'Unbalanced MNIST as in 000 sec. 4.2: digits 0, 1, 2 and 9 keep 1/100 '
     'of a majority digit\'s count, spread iid over 100 clients; the test set '
     'is the 10k MNIST test set, the number its overall accuracy after the '
     'last round (000 gives no averaging), "Ac.M" the mean accuracy over '
     'digits 0, 1, 2, 9. 000 runs every experiment on VIRTUAL (Bayesian '
-    'multi-task FL), which does not exist here yet (issue 20): our rows '
-    'are FedAvg with cross-entropy against FedAvg with focal loss and psi '
+    'multi-task FL); these rows are FedAvg with cross-entropy against '
+    'FedAvg with focal loss and psi '
     'selection (`--algo=fedfocal`, which holds out 10% of each client\'s '
     'examples for its validation loss when psi > 0), so the comparison is '
-    'the loss and the selection, not the testbed. Client ratio = clients '
-    'per round / 100.')
+    'the loss and the selection, not the testbed (`--table=virtual_t3` '
+    'makes table 3 on VIRTUAL itself). Client ratio = clients per round / '
+    '100.')
 _RATIO_COLUMNS_000 = {
     f'client ratio {k / 100:.2f}': (f'--clients_per_round={k}',)
     for k in (5, 10, 15)}
