@@ -284,6 +284,12 @@ def run_commit(run_dir: str) -> str:
   return record.get('commit', _UNKNOWN_COMMIT)
 
 
+def finished_date(run_dir: str) -> str:
+  """The day a run's summary.json was written (YYYY-MM-DD, UTC)."""
+  return time.strftime('%Y-%m-%d', time.gmtime(os.path.getmtime(
+      os.path.join(run_dir, report.SUMMARY_FILE))))
+
+
 def finished_summary(run: Run, runs_dir: str) -> Optional[dict]:
   """The summary of a finished run of exactly `run` in runs_dir, or None.
 

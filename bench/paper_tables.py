@@ -4,8 +4,9 @@ A `PaperTable` (one part of a `bench.reproduce --table`) names its rows
 (methods, each with its flags), its columns (settings), the numbers it
 compares (`Measure`s, with the paper's numbers in the paper's unit) and its
 budgets. `make_table` runs the chosen cells through bench/common's grid, then
-`collect`s every finished run of every cell from the runs directory (so a
-table can be completed across sittings) and writes a markdown file with,
+`collect`s every finished run of every cell from the runs directory, or
+from the table's committed ledger where runs/ lacks it (bench/ledger.py; so
+a table can be completed across sittings and checkouts) and writes a markdown file with,
 per row, the paper's number, ours (mean ± std over the seeds it has), both
 differences to the first row and whether their signs agree, and a figure of
 those differences. A run's directory is named by its flags
@@ -25,6 +26,7 @@ from matplotlib.backends import backend_agg
 import numpy as np
 
 from bench import common
+from bench import ledger as ledger_lib
 from tff_imbalance import errors
 
 # Seeds looked for when a table collects finished runs.
@@ -162,50 +164,112 @@ class Cell:
   """Our finished runs of one (row, column).
 
   Attributes:
-    values: per measure (the table's, then its ours_only), per seed.
+    values: per measure (the table's, then its ours_only), per seed; empty
+      for a carried cell.
     seconds_per_round: per seed, the median later-round seconds.
-    commits: per seed, the git commit of the code that made the run.
+    commits: per seed, the git commit of the code that made the run (for a
+      carried cell, where its numbers were carried from).
     seed_ids: the seeds, in the order of the values.
+    carried: the cell's mean and std carried by the ledger, when the table
+      shows those instead of per-seed numbers (`bench.ledger`).
   """
   values: tuple[tuple[float, ...], ...]
   seconds_per_round: tuple[float, ...]
   commits: tuple[str, ...]
   seed_ids: tuple[int, ...]
+  carried: Optional[ledger_lib.CarriedCell] = None
 
   @property
   def seeds(self) -> int:
     return len(self.seed_ids)
 
-  def mean(self, measure: int, seeds: Optional[set[int]] = None) -> float:
-    """The mean over all seeds, or over `seeds` among them."""
+  def mean(self, measure: int, seeds: Optional[set[int]] = None
+           ) -> Optional[float]:
+    """The mean over all seeds, or over `seeds` among them; None for a
+    carried cell asked for a part of its seeds (it has only the mean over
+    all of them)."""
+    if self.carried is not None:
+      if seeds is not None and not set(self.seed_ids) <= seeds:
+        return None
+      return self.carried.means[measure]
     return statistics.fmean(
         v for v, seed in zip(self.values[measure], self.seed_ids)
         if seeds is None or seed in seeds)
 
+  def text(self, measure: int, scale: float) -> str:
+    """'mean ± std' of a measure in the paper's unit; n/a when undefined."""
+    if self.carried is not None:
+      mean, std = self.carried.means[measure], self.carried.stds[measure]
+      if np.isnan(mean):
+        return 'n/a'
+      digits = _digits(scale)
+      return f'{scale * mean:.{digits}f} ± {scale * std:.{digits}f}'
+    return _ours(self.values[measure], scale)
 
-def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str
-            ) -> dict[tuple[str, str], Cell]:
-  """Every finished run of every cell (seeds 0..MAX_SEEDS-1) in runs_dir."""
+
+def _own_cell(table: PaperTable, group: str, budget_name: str, column: str,
+              row: str, runs_dir: str, ledger: ledger_lib.Ledger
+              ) -> Optional[Cell]:
+  """The cell's finished runs: from their directories (recorded in
+  `ledger`), else from `ledger`'s run entries."""
   rounds = table.budgets[budget_name].rounds
   measures = (*table.measures, *table.ours_only)
+  labels = tuple(m.label for m in measures)
+  values, seconds, commits, seed_ids = [[] for _ in measures], [], [], []
+  for seed, run in enumerate(cell_runs(table, group, budget_name, column,
+                                       row, MAX_SEEDS)):
+    summary = common.finished_summary(run, runs_dir)
+    if summary is not None:
+      run_dir = os.path.join(runs_dir, run.name)
+      entry = ledger_lib.RunEntry(
+          run.task, run.flags, labels,
+          tuple(m.read(summary, rounds, table.last_rounds)
+                for m in measures),
+          common.round_seconds(run_dir)[1], common.run_commit(run_dir),
+          common.finished_date(run_dir))
+      ledger.runs[run.name] = entry
+    else:
+      entry = ledger.run(run.name, run.task, run.flags, labels)
+      if entry is None:
+        continue
+    seed_ids.append(seed)
+    commits.append(entry.commit)
+    seconds.append(entry.seconds_per_round)
+    for kept, value in zip(values, entry.values):
+      kept.append(value)
+  if not seconds:
+    return None
+  return Cell(tuple(map(tuple, values)), tuple(seconds), tuple(commits),
+              tuple(seed_ids))
+
+
+def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str,
+            ledger: Optional[ledger_lib.Ledger] = None
+            ) -> dict[tuple[str, str], Cell]:
+  """Every finished run of every cell (seeds 0..MAX_SEEDS-1).
+
+  A run is read from its directory in runs_dir, else from `ledger`'s run
+  entries; every run read from a directory is recorded in `ledger` (which
+  the caller writes). A cell with more seeds carried by `ledger` than runs
+  of its own shows the carried mean and std.
+  """
+  ledger = ledger_lib.Ledger() if ledger is None else ledger
+  labels = tuple(m.label for m in (*table.measures, *table.ours_only))
   cells = {}
   for column in table.columns:
     for row in table.rows:
-      values, seconds, commits, seed_ids = [[] for _ in measures], [], [], []
-      for seed, run in enumerate(cell_runs(table, group, budget_name, column,
-                                           row, MAX_SEEDS)):
-        summary = common.finished_summary(run, runs_dir)
-        if summary is None:
-          continue
-        run_dir = os.path.join(runs_dir, run.name)
-        commits.append(common.run_commit(run_dir))
-        seed_ids.append(seed)
-        for measure, kept in zip(measures, values):
-          kept.append(measure.read(summary, rounds, table.last_rounds))
-        seconds.append(common.round_seconds(run_dir)[1])
-      if seconds:
-        cells[(row, column)] = Cell(tuple(map(tuple, values)), tuple(seconds),
-                                    tuple(commits), tuple(seed_ids))
+      cell = _own_cell(table, group, budget_name, column, row, runs_dir,
+                       ledger)
+      first = cell_runs(table, group, budget_name, column, row, 1)[0]
+      carried = ledger.carried_cell(os.path.dirname(first.name), first.task,
+                                    first.flags, labels)
+      if carried is not None and (cell is None or
+                                  cell.seeds < len(carried.seed_ids)):
+        cell = Cell((), (carried.seconds_per_round,) * len(carried.seed_ids),
+                    (carried.source,) * len(carried.seed_ids),
+                    carried.seed_ids, carried)
+      if cell is not None:
+        cells[(row, column)] = cell
   return cells
 
 
@@ -221,19 +285,36 @@ def paper_difference(table: PaperTable, row: str,
 
 def our_difference(table: PaperTable, cells: Mapping[tuple[str, str], Cell],
                    row: str, column: str) -> Optional[float]:
+  """Our row's difference to the baseline row in the first measure (see
+  `difference_and_pairing`), None where there is none."""
+  found = difference_and_pairing(table, cells, row, column)
+  return None if found is None else found[0]
+
+
+def difference_and_pairing(table: PaperTable,
+                           cells: Mapping[tuple[str, str], Cell], row: str,
+                           column: str) -> Optional[tuple[float, bool]]:
+  """Our row's difference to the baseline row, and whether it is paired.
+
+  Paired by seed (the same split and initial model): the means over the
+  seeds both rows have, so a row with fewer seeds is not compared with
+  others' seeds. A carried cell has only its mean over all of its seeds:
+  against a row with other seeds the difference is of the two rows' means
+  over their own seeds, unpaired (False).
+  """
   baseline = next(iter(table.rows))
   if row == baseline or (row, column) not in cells or (
       (baseline, column) not in cells):
     return None
-  # Paired by seed (the same split and initial model): over the seeds both
-  # rows have, so a row with fewer seeds is not compared with others.
-  common_seeds = set(cells[(row, column)].seed_ids) & set(
-      cells[(baseline, column)].seed_ids)
+  ours, base = cells[(row, column)], cells[(baseline, column)]
+  common_seeds = set(ours.seed_ids) & set(base.seed_ids)
   if not common_seeds:
     return None
-  return table.measures[0].scale * (
-      cells[(row, column)].mean(0, common_seeds) -
-      cells[(baseline, column)].mean(0, common_seeds))
+  scale = table.measures[0].scale
+  means = [cell.mean(0, common_seeds) for cell in (ours, base)]
+  if None not in means:
+    return scale * (means[0] - means[1]), True
+  return scale * (ours.mean(0) - base.mean(0)), False
 
 
 def _digits(scale: float) -> int:
@@ -279,18 +360,19 @@ def column_table(table: PaperTable, column: str,
       line.append('' if paper is None else
                   f'{paper:.{_digits(measure.scale)}f}')
       line.append('not run yet' if cell is None else
-                  _ours(cell.values[index], measure.scale))
+                  cell.text(index, measure.scale))
     paper_diff = paper_difference(table, row, column)
-    ours_diff = our_difference(table, cells, row, column)
+    found = difference_and_pairing(table, cells, row, column)
+    ours_diff, paired = found if found is not None else (None, True)
     digits = _digits(first.scale)
     agree = ''
     if paper_diff is not None and ours_diff is not None:
       agree = same_sign(paper_diff, ours_diff, digits)
     line += ['' if paper_diff is None else f'{paper_diff:+.{digits}f}',
-             '' if ours_diff is None else f'{ours_diff:+.{digits}f}', agree]
+             '' if ours_diff is None else
+             f'{ours_diff:+.{digits}f}' + ('' if paired else ' †'), agree]
     for offset, measure in enumerate(table.ours_only, len(table.measures)):
-      line.append('' if cell is None else
-                  _ours(cell.values[offset], measure.scale))
+      line.append('' if cell is None else cell.text(offset, measure.scale))
     line += ['' if cell is None else str(cell.seeds),
              '' if cell is None else
              f'{statistics.median(cell.seconds_per_round):.1f}']
@@ -381,24 +463,37 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
         f'{", ".join(unknown)}: not a column or row of {name} (columns: '
         f'{", ".join(sorted(all_columns))}; rows: '
         f'{", ".join(sorted(all_rows))}).')
-  runs, seen = [], set()
+  ledger_path = ledger_lib.path_for(output)
+  ledger = ledger_lib.read(ledger_path)
+  runs, seen, held = [], set(), 0
   for part in parts:
+    labels = tuple(m.label for m in (*part.measures, *part.ours_only))
     for column in part.columns:
       for row in part.rows:
         if (columns and column not in columns) or (rows and row not in rows):
           continue
         for run in cell_runs(part, name, budget_name, column, row, seeds):
-          if run.name not in seen:
-            seen.add(run.name)
+          if run.name in seen:
+            continue
+          seen.add(run.name)
+          # A run the ledger holds is finished, even where runs/ lost it.
+          if (common.finished_summary(run, options.runs_dir) is None and
+              ledger.run(run.name, run.task, run.flags, labels)):
+            held += 1
+          else:
             runs.append(run)
+  if held:
+    print(f'{held} chosen runs are held by {ledger_path}: not run again.')
   grid = common.run_grid(runs, options)
   if grid.dry_run:
     return
   for failed in grid.failures():
     print(f'{failed.run.name}: failed ({failed.error}); left out of the '
           'table', flush=True)
-  cells = {part.name: collect(part, name, budget_name, options.runs_dir)
+  cells = {part.name: collect(part, name, budget_name, options.runs_dir,
+                              ledger)
            for part in parts}
+  ledger_lib.write(ledger_path, ledger)
   png = os.path.splitext(output)[0] + '.png'
   plot(parts, cells, png)
   common_text = (
@@ -412,7 +507,11 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
       'paired by seed (over the seeds both rows have); "same sign" compares '
       'them. A row "not run yet" has no finished run: run '
       'the command with `--rows`/`--columns` to add it (finished runs are '
-      f'reused). Figure: `{png}`.')
+      f'reused). "†": unpaired, the difference of the two rows\' means over '
+      'their own seeds, where one row is carried as mean ± std only (see '
+      f'below). Figure: `{png}`. Each run\'s numbers, flags, commit and '
+      f'date are kept in `{ledger_path}`, so that the table can be '
+      'completed on another checkout (bench/ledger.py).')
   sections = []
   for part in parts:
     body = [f'## {part.title}', '', part_text(part, name, budget_name), '']
@@ -420,19 +519,37 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
       body += [f'### {column}', '', column_table(part, column,
                                                   cells[part.name]), '']
     sections.append('\n'.join(body))
-  made_by = collections.Counter(
-      commit for part_cells in cells.values()
-      for cell in part_cells.values() for commit in cell.commits)
-  provenance = (
-      f'The tables hold {sum(made_by.values())} finished runs, made by the '
-      'code of ' + ', '.join(f'{c} ({n} runs)' for c, n in
-                             sorted(made_by.items())) +
-      f'; this invocation ran {sum(not o.reused for o in grid.outcomes.values())}'
-      ' of them.') if made_by else 'No run has finished yet.'
   common.write_result(
       output, ' / '.join(part.title for part in parts),
       f'python -m bench.reproduce --table={name} --budget={budget_name} '
       '--seeds=K [--columns=...] [--rows=...]',
       common_text, '\n'.join(sections), elapsed_s=time.time() - start,
-      footer=' '.join(filter(None, [provenance, grid.footer()])))
+      footer=' '.join(filter(None, [_provenance(cells, grid),
+                                    grid.footer()])))
+
+
+def _provenance(cells: Mapping[str, Mapping[tuple[str, str], Cell]],
+                grid: common.Grid) -> str:
+  """How many runs the tables hold, which code made them, which are carried
+  as mean ± std only, and how many ran now."""
+  shown = [cell for part_cells in cells.values()
+           for cell in part_cells.values()]
+  made_by = collections.Counter(
+      commit for cell in shown if cell.carried is None
+      for commit in cell.commits)
+  carried_from = collections.Counter(
+      cell.carried.source for cell in shown if cell.carried is not None
+      for _ in cell.seed_ids)
+  if not made_by and not carried_from:
+    return 'No run has finished yet.'
+  parts = []
+  if made_by:
+    parts.append(f'{sum(made_by.values())} made by the code of ' + ', '.join(
+        f'{c} ({n} runs)' for c, n in sorted(made_by.items())))
+  parts += [f'{n} carried as mean ± std only ({source})'
+            for source, n in sorted(carried_from.items())]
+  ran = sum(not o.reused for o in grid.outcomes.values())
+  return (f'The tables hold '
+          f'{sum(made_by.values()) + sum(carried_from.values())} finished '
+          f'runs: {"; ".join(parts)}. This invocation ran {ran} of them.')
 

@@ -10,7 +10,10 @@ Runs are task commands (`tasks.mnist_lt` on the canonical MNIST idx files of
 reused when their flags match (bench/common's grid), so a table can be
 completed across sittings: `--columns`, `--rows` and `--seeds` choose what
 runs now, and the table shows every finished run of each cell, with the
-number of seeds it has.
+number of seeds it has. Each run's numbers are also kept in the committed
+`results/reproduce_<table>.runs.json` (bench/ledger.py): a run it holds is
+not run again and shows in the table on any checkout, runs/ or not, so
+`--seeds=0` rewrites a table from its ledger alone.
 
 Tables (bench/seed_tables.py defines the paper tables, bench/paper_tables.py
 runs and writes them):

@@ -1,65 +1,31 @@
 """bench.paper_tables: collecting finished runs into a published table's
 rows, the differences to the baseline row, and the seed tables' shapes."""
 
-import json
-import os
-
 import pytest
 
 from bench import common
 from bench import paper_tables
 from bench import seed_tables
+from tests import fake_runs
 from tff_imbalance import errors
-
-
-def _table(**changes):
-  fields = dict(
-      name='t', title='T: a test table', source='paper 9 table 1',
-      task='tasks.mnist_lt', shared_flags=('--source=idx',),
-      rows={'FedAvg': ('--algo=fedavg',), 'A': ('--algo=a',),
-            'B': ('--algo=b',)},
-      columns={'IR 10': ('--imbalance_ratio=10',)},
-      measures=(paper_tables.Measure(
-          'accuracy', paper_tables.last_rounds_mean('accuracy'),
-          {('FedAvg', 'IR 10'): 90.0, ('A', 'IR 10'): 92.0,
-           ('B', 'IR 10'): 91.0}),),
-      budgets={'cpu': paper_tables.Budget(4, 1, 'mlp', 'small')},
-      last_rounds=2, notes='')
-  fields.update(changes)
-  return paper_tables.PaperTable(**fields)
-
-
-def _finish(runs_dir, run, accuracies_by_round, seconds=(3.0, 1.0, 1.0, 1.0)):
-  """Writes what a finished run leaves: record, summary, metrics.csv."""
-  run_dir = os.path.join(runs_dir, run.name)
-  os.makedirs(run_dir)
-  with open(os.path.join(run_dir, common.RECORD_FILE), 'w') as f:
-    json.dump(dict(task=run.task, flags=list(run.flags), commit='x'), f)
-  history = [dict(round=r, accuracy=a, minority_accuracy=a / 2)
-             for r, a in accuracies_by_round.items()]
-  with open(os.path.join(run_dir, 'summary.json'), 'w') as f:
-    json.dump(dict(history=history), f)
-  with open(os.path.join(run_dir, 'metrics.csv'), 'w') as f:
-    f.write('round,round_seconds\n' + ''.join(
-        f'{r},{s}\n' for r, s in enumerate(seconds, 1)))
 
 
 def test_ours_is_the_last_rounds_mean_and_differences_go_to_the_first_row(
     tmp_path):
-  table = _table()
+  table = fake_runs.toy_table()
   runs_dir = str(tmp_path)
   cell = lambda row, seeds: paper_tables.cell_runs(table, 't', 'cpu', 'IR 10',
                                                    row, seeds)
   # FedAvg: seeds at (0.8+0.9)/2 = 0.85 and 0.75; round 2 is outside the
   # last 2 rounds and must not count.
-  _finish(runs_dir, cell('FedAvg', 2)[0], {2: 0.1, 3: 0.8, 4: 0.9})
-  _finish(runs_dir, cell('FedAvg', 2)[1], {2: 0.1, 3: 0.7, 4: 0.8})
+  fake_runs.finish_run(runs_dir, cell('FedAvg', 2)[0], {2: 0.1, 3: 0.8, 4: 0.9})
+  fake_runs.finish_run(runs_dir, cell('FedAvg', 2)[1], {2: 0.1, 3: 0.7, 4: 0.8})
   # A (seed 0 only) beats FedAvg's seed 0 by 2 points like the paper; B
   # (seed 1 only) loses 1 to FedAvg's seed 1 where the paper gains 1: the
   # differences are paired by seed, not taken to FedAvg's mean over both
   # seeds (0.80), which would give A -1 and B +4.
-  _finish(runs_dir, cell('A', 1)[0], {3: 0.87, 4: 0.87})
-  _finish(runs_dir, cell('B', 2)[1], {3: 0.74, 4: 0.74})
+  fake_runs.finish_run(runs_dir, cell('A', 1)[0], {3: 0.87, 4: 0.87})
+  fake_runs.finish_run(runs_dir, cell('B', 2)[1], {3: 0.74, 4: 0.74})
   cells = paper_tables.collect(table, 't', 'cpu', runs_dir)
   assert cells[('FedAvg', 'IR 10')].values[0] == pytest.approx((0.85, 0.75))
   assert cells[('FedAvg', 'IR 10')].seeds == 2
@@ -77,7 +43,7 @@ def test_ours_is_the_last_rounds_mean_and_differences_go_to_the_first_row(
 
 
 def test_a_cell_without_finished_runs_says_not_run_yet(tmp_path):
-  table = _table()
+  table = fake_runs.toy_table()
   cells = paper_tables.collect(table, 't', 'cpu', str(tmp_path))
   assert cells == {}
   assert paper_tables.column_table(table, 'IR 10', cells).count(
@@ -87,7 +53,7 @@ def test_a_cell_without_finished_runs_says_not_run_yet(tmp_path):
 def test_make_table_refuses_an_unknown_row(tmp_path):
   with pytest.raises(errors.UserInputError, match='Nope: not a column or row'):
     paper_tables.make_table(
-        (_table(),), 't', 'cpu', 1,
+        (fake_runs.toy_table(),), 't', 'cpu', 1,
         common.GridOptions(runs_dir=str(tmp_path), dry_run=True),
         str(tmp_path / 'out.md'), rows=['Nope'])
 
@@ -133,10 +99,10 @@ def _flag_sets(name):
 def test_a_metric_without_classes_to_average_reads_n_a(tmp_path):
   # Few-shot accuracy is None where no class has under 20 examples (full
   # MNIST-LT): the table says n/a instead of failing.
-  table = _table(ours_only=(paper_tables.Measure(
+  table = fake_runs.toy_table(ours_only=(paper_tables.Measure(
       'few-shot', paper_tables.last_rounds_mean('few_shot_accuracy')),))
   run = paper_tables.cell_runs(table, 't', 'cpu', 'IR 10', 'FedAvg', 1)[0]
-  _finish(str(tmp_path), run, {3: 0.8, 4: 0.9})
+  fake_runs.finish_run(str(tmp_path), run, {3: 0.8, 4: 0.9})
   cells = paper_tables.collect(table, 't', 'cpu', str(tmp_path))
   line = paper_tables.column_table(table, 'IR 10', cells).splitlines()[2]
   assert 'n/a' in line and '85.00 ± 0.00' in line
