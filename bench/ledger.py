@@ -26,8 +26,9 @@ import json
 import math
 import os
 import re
-from typing import Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
+from bench import common
 from tff_imbalance import errors
 
 SUFFIX = '.runs.json'
@@ -106,6 +107,36 @@ class Ledger:
         task, unseeded(flags), tuple(measures)):
       return None
     return cell
+
+
+def entries(runs: Sequence[common.Run], runs_dir: str, ledger: Ledger,
+            measures: Mapping[str, Callable[[dict], float]]
+            ) -> list[Optional[RunEntry]]:
+  """Each run's numbers, in the order of `runs`.
+
+  A run finished in `runs_dir` is read from its directory and recorded in
+  `ledger` (which the caller writes); otherwise the ledger's entry of
+  exactly its task, flags and measures; otherwise None.
+
+  Args:
+    runs: the runs.
+    runs_dir: their parent directory.
+    ledger: read, and updated with every run read from a directory.
+    measures: label -> the run's number from its summary.json.
+  """
+  labels = tuple(measures)
+  found = []
+  for run in runs:
+    summary = common.finished_summary(run, runs_dir)
+    if summary is not None:
+      run_dir = os.path.join(runs_dir, run.name)
+      ledger.runs[run.name] = RunEntry(
+          run.task, run.flags, labels,
+          tuple(read(summary) for read in measures.values()),
+          common.round_seconds(run_dir)[1], common.run_commit(run_dir),
+          common.finished_date(run_dir))
+    found.append(ledger.run(run.name, run.task, run.flags, labels))
+  return found
 
 
 def unseeded(flags: Sequence[str]) -> tuple[str, ...]:

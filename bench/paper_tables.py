@@ -213,34 +213,19 @@ def _own_cell(table: PaperTable, group: str, budget_name: str, column: str,
   """The cell's finished runs: from their directories (recorded in
   `ledger`), else from `ledger`'s run entries."""
   rounds = table.budgets[budget_name].rounds
-  measures = (*table.measures, *table.ours_only)
-  labels = tuple(m.label for m in measures)
-  values, seconds, commits, seed_ids = [[] for _ in measures], [], [], []
-  for seed, run in enumerate(cell_runs(table, group, budget_name, column,
-                                       row, MAX_SEEDS)):
-    summary = common.finished_summary(run, runs_dir)
-    if summary is not None:
-      run_dir = os.path.join(runs_dir, run.name)
-      entry = ledger_lib.RunEntry(
-          run.task, run.flags, labels,
-          tuple(m.read(summary, rounds, table.last_rounds)
-                for m in measures),
-          common.round_seconds(run_dir)[1], common.run_commit(run_dir),
-          common.finished_date(run_dir))
-      ledger.runs[run.name] = entry
-    else:
-      entry = ledger.run(run.name, run.task, run.flags, labels)
-      if entry is None:
-        continue
-    seed_ids.append(seed)
-    commits.append(entry.commit)
-    seconds.append(entry.seconds_per_round)
-    for kept, value in zip(values, entry.values):
-      kept.append(value)
-  if not seconds:
+  measures = {
+      m.label: (lambda summary, m=m: m.read(summary, rounds,
+                                             table.last_rounds))
+      for m in (*table.measures, *table.ours_only)}
+  found = [(seed, entry) for seed, entry in enumerate(ledger_lib.entries(
+      cell_runs(table, group, budget_name, column, row, MAX_SEEDS),
+      runs_dir, ledger, measures)) if entry is not None]
+  if not found:
     return None
-  return Cell(tuple(map(tuple, values)), tuple(seconds), tuple(commits),
-              tuple(seed_ids))
+  return Cell(tuple(zip(*(entry.values for _, entry in found))),
+              tuple(entry.seconds_per_round for _, entry in found),
+              tuple(entry.commit for _, entry in found),
+              tuple(seed for seed, _ in found))
 
 
 def collect(table: PaperTable, group: str, budget_name: str, runs_dir: str,

@@ -46,6 +46,7 @@ accelerator); `--budget=cpu` the stated reduction that runs on 2 cores (each
 table states both).
 """
 
+import collections
 import dataclasses
 import statistics
 import time
@@ -54,6 +55,7 @@ from absl import app
 from absl import flags
 
 from bench import common
+from bench import ledger as ledger_lib
 from bench import paper_tables
 from bench import seed_tables
 from tff_imbalance import errors
@@ -99,6 +101,16 @@ def _balanced_at(summary: dict, round_num: int) -> float:
               if e['round'] == round_num)
 
 
+# The check's numbers of a run, by label: what its ledger keeps.
+_CHECK_MEASURES = {
+    **{f'balanced accuracy after round {r}':
+       lambda summary, r=r: _balanced_at(summary, r)
+       for r in _REFERENCE_BALANCED},
+    f'tail-3 accuracy (digits 7-9) after round {_ROUNDS}':
+        lambda summary: summary['minority_accuracy'],
+}
+
+
 def _check_row(label: str, ours: list[float],
                reference: float) -> list[str]:
   mean = statistics.fmean(ours)
@@ -109,40 +121,59 @@ def _check_row(label: str, ours: list[float],
 
 def _fedavg_check() -> None:
   start = time.time()
+  output = FLAGS.output or 'results/reproduce_fedavg_check.md'
+  ledger_path = ledger_lib.path_for(output)
+  ledger = ledger_lib.read(ledger_path)
   runs = common.seeded_runs('fedavg_check', 'tasks.mnist_lt',
                             (*_CHECK_FLAGS, f'--data_dir={FLAGS.data_dir}'),
                             FLAGS.seeds)
-  grid = common.run_grid(runs, common.grid_options())
+  labels = tuple(_CHECK_MEASURES)
+  grid = common.run_grid(
+      [run for run in runs
+       if common.finished_summary(run, FLAGS.runs_dir) is not None or
+       ledger.run(run.name, run.task, run.flags, labels) is None],
+      common.grid_options())
   if grid.dry_run:
     return
-  summaries = grid.summaries([run.name for run in runs])
-  rows = [_check_row(f'balanced accuracy after round {r}',
-                     [_balanced_at(s, r) for s in summaries], reference)
-          for r, reference in _REFERENCE_BALANCED.items()]
-  rows.append(_check_row(f'tail-3 accuracy (digits 7-9) after round {_ROUNDS}',
-                         [s['minority_accuracy'] for s in summaries],
-                         _REFERENCE_TAIL))
-  seconds = [common.round_seconds(grid[run.name].run_dir)[1] for run in runs]
+  entries = [e for e in ledger_lib.entries(runs, FLAGS.runs_dir, ledger,
+                                            _CHECK_MEASURES) if e is not None]
+  ledger_lib.write(ledger_path, ledger)
+  missing = len(runs) - len(entries)
+  if missing:
+    raise common.TaskFailed(f'{missing} of {len(runs)} runs did not finish: '
+                            + '; '.join(f'{o.run.name}: {o.error}'
+                                        for o in grid.failures()))
+  references = [*_REFERENCE_BALANCED.values(), _REFERENCE_TAIL]
+  rows = [_check_row(label, [e.values[index] for e in entries], reference)
+          for index, (label, reference) in enumerate(zip(labels,
+                                                         references))]
   table = common.markdown_table(
       ['', 'independent plain-TF FedAvg', f'ours (mean ± std, {len(runs)} '
        'seeds)', 'difference (points)', 'within 2 points'], rows)
   description = (
       f'`python -m tasks.mnist_lt {" ".join(_CHECK_FLAGS)} '
-      f'--data_dir={FLAGS.data_dir} --seed=K`: full MNIST-LT IR 100 '
-      f'({sum(summaries[0]["train_class_counts"]):,} training digits, '
-      f'{summaries[0]["train_class_counts"]}), per-class Dir(1.0) over 10 '
-      'clients, all 10 every round, McMahan CNN, SGD momentum 0.9, lr 0.01, '
-      'batch 64, 1 local epoch; balanced accuracy on the 10k MNIST test set. '
-      'The reference column is the independent plain-TF FedAvg of issue 16 '
-      '(same protocol; about 13 s per round on these 2 cores there). Our '
-      'median seconds per round (rounds 2..30): '
-      f'{statistics.median(seconds):.2f}.')
+      f'--data_dir={FLAGS.data_dir} --seed=K` for K = 0..{len(runs) - 1}: '
+      f'full MNIST-LT IR 100 (n_c = min(N_c, 6000 * 100^(-c/9)): 14,809 '
+      'training digits), per-class '
+      'Dir(1.0) over 10 clients, all 10 every round, McMahan CNN, SGD '
+      'momentum 0.9, lr 0.01, batch 64, 1 local epoch; balanced accuracy on '
+      'the 10k MNIST test set. The reference column is the independent '
+      'plain-TF FedAvg of issue 16 (same protocol; about 13 s per round on '
+      'these 2 cores there). Our median seconds per round (rounds '
+      f'2..{_ROUNDS}): '
+      f'{statistics.median(e.seconds_per_round for e in entries):.2f}. '
+      'Each run\'s numbers, flags, commit and date are kept in '
+      f'`{ledger_path}` (bench/ledger.py).')
+  made_by = collections.Counter(e.commit for e in entries)
   common.write_result(
-      FLAGS.output or 'results/reproduce_fedavg_check.md',
+      output,
       'FedAvg on full MNIST-LT IR 100 against an independent plain-TF FedAvg',
       f'python -m bench.reproduce --table=fedavg_check --seeds={FLAGS.seeds}',
       description, table, elapsed_s=time.time() - start,
-      footer=grid.footer())
+      footer=' '.join(filter(None, [
+          'Runs made by the code of ' + ', '.join(
+              f'{c} ({n})' for c, n in sorted(made_by.items())) + '.',
+          grid.footer()])))
 
 
 def main(argv):

@@ -165,3 +165,30 @@ def test_the_committed_ledgers_are_readable():
               for p in parts}
     for entry in (*ledger.runs.values(), *ledger.carried.values()):
       assert entry.measures in labels, name
+
+
+def test_entries_come_from_run_directories_else_from_the_ledger(tmp_path):
+  # What bench.reproduce's fedavg_check reads: numbers by label from each
+  # run's summary, kept in the ledger for when the directories are gone.
+  runs = common.seeded_runs('fedavg_check', 'tasks.mnist_lt',
+                            ('--algo=fedavg',), 3)
+  for seed, run in enumerate(runs[:2]):
+    run_dir = tmp_path / run.name
+    run_dir.mkdir(parents=True)
+    (run_dir / common.RECORD_FILE).write_text(json.dumps(
+        dict(task=run.task, flags=list(run.flags), commit='abc')))
+    (run_dir / 'summary.json').write_text(json.dumps(
+        dict(accuracy=0.5 + seed / 10, minority_accuracy=0.7)))
+    (run_dir / 'metrics.csv').write_text('round,round_seconds\n1,9\n2,3\n')
+  measures = {'accuracy': lambda s: s['accuracy'],
+              'tail': lambda s: s['minority_accuracy']}
+  ledger = ledger_lib.Ledger()
+  found = ledger_lib.entries(runs, str(tmp_path), ledger, measures)
+  assert [e.values for e in found[:2]] == [pytest.approx((0.5, 0.7)),
+                                          pytest.approx((0.6, 0.7))]
+  assert found[2] is None
+  assert found[0].commit == 'abc' and found[0].seconds_per_round == 3
+  shutil.rmtree(tmp_path / 'fedavg_check')
+  assert ledger_lib.entries(runs, str(tmp_path), ledger, measures) == found
+  assert ledger_lib.entries(runs, str(tmp_path), ledger_lib.Ledger(),
+                            measures) == [None] * 3
