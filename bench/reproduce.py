@@ -138,6 +138,11 @@ def _fedavg_check() -> None:
   entries = [e for e in ledger_lib.entries(runs, FLAGS.runs_dir, ledger,
                                             _CHECK_MEASURES) if e is not None]
   ledger_lib.write(ledger_path, ledger)
+  if not entries:
+    raise errors.UserInputError(
+        f'fedavg_check: no finished run for --seeds={FLAGS.seeds} in '
+        f'{FLAGS.runs_dir} or {ledger_path}; run it with --seeds=3 '
+        '(finished runs are reused).')
   missing = len(runs) - len(entries)
   if missing:
     raise common.TaskFailed(f'{missing} of {len(runs)} runs did not finish: '
@@ -179,7 +184,10 @@ def _fedavg_check() -> None:
 def main(argv):
   del argv
   if FLAGS.table == 'fedavg_check':
-    _fedavg_check()
+    try:
+      _fedavg_check()
+    except errors.UserInputError as e:
+      raise app.UsageError(str(e)) from None
     return
   parts = tuple(
       dataclasses.replace(part, shared_flags=(

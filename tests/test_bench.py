@@ -202,6 +202,8 @@ def test_write_result_puts_the_footer_after_the_table(tmp_path):
      'float.'),
     ('bench.reproduce', '--table=redgrape_t1 --rows=Nope',
      'Nope: not a column or row of redgrape_t1'),
+    ('bench.reproduce', '--table=fedavg_check --seeds=0',
+     'fedavg_check: no finished run for --seeds=0'),
 ])
 def test_a_bad_benchmark_flag_stops_with_its_line(module, flag, message,
                                                   tmp_path):
