@@ -94,7 +94,12 @@ def round_seconds(output_dir: str) -> tuple[float, float]:
 def mean_std(values: Sequence[float], digits: int = 4) -> str:
   """'mean ± std' (population std; a single value shows ± 0)."""
   values = np.asarray(values, dtype=float)
-  return f'{values.mean():.{digits}f} ± {values.std():.{digits}f}'
+  return format_mean_std(values.mean(), values.std(), digits)
+
+
+def format_mean_std(mean: float, std: float, digits: int = 4) -> str:
+  """'mean ± std' at `digits` decimals."""
+  return f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
 def markdown_table(header: Sequence[str],

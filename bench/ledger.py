@@ -98,6 +98,14 @@ class Ledger:
       return None
     return entry
 
+  def to_run(self, runs: Sequence[common.Run], runs_dir: str,
+             measures: Sequence[str]) -> list[common.Run]:
+    """The runs a grid must still run or reuse from runs_dir: all but those
+    only this ledger holds (finished, where runs/ lost them)."""
+    return [run for run in runs
+            if common.finished_summary(run, runs_dir) is not None or
+            self.run(run.name, run.task, run.flags, measures) is None]
+
   def carried_cell(self, name: str, task: str, flags: Sequence[str],
                    measures: Sequence[str]) -> Optional[CarriedCell]:
     """The carried cell `name` if it is exactly this task, these flags (any

@@ -202,8 +202,7 @@ class Cell:
       mean, std = self.carried.means[measure], self.carried.stds[measure]
       if np.isnan(mean):
         return 'n/a'
-      digits = _digits(scale)
-      return f'{scale * mean:.{digits}f} ± {scale * std:.{digits}f}'
+      return common.format_mean_std(scale * mean, scale * std, _digits(scale))
     return _ours(self.values[measure], scale)
 
 
@@ -452,21 +451,18 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
   ledger = ledger_lib.read(ledger_path)
   runs, seen, held = [], set(), 0
   for part in parts:
-    labels = tuple(m.label for m in (*part.measures, *part.ours_only))
+    labels = [m.label for m in (*part.measures, *part.ours_only)]
     for column in part.columns:
       for row in part.rows:
         if (columns and column not in columns) or (rows and row not in rows):
           continue
-        for run in cell_runs(part, name, budget_name, column, row, seeds):
-          if run.name in seen:
-            continue
-          seen.add(run.name)
-          # A run the ledger holds is finished, even where runs/ lost it.
-          if (common.finished_summary(run, options.runs_dir) is None and
-              ledger.run(run.name, run.task, run.flags, labels)):
-            held += 1
-          else:
-            runs.append(run)
+        cell = [run for run in cell_runs(part, name, budget_name, column,
+                                         row, seeds) if run.name not in seen]
+        seen.update(run.name for run in cell)
+        # A run the ledger holds is finished, even where runs/ lost it.
+        to_run = ledger.to_run(cell, options.runs_dir, labels)
+        held += len(cell) - len(to_run)
+        runs += to_run
   if held:
     print(f'{held} chosen runs are held by {ledger_path}: not run again.')
   grid = common.run_grid(runs, options)

@@ -128,11 +128,8 @@ def _fedavg_check() -> None:
                             (*_CHECK_FLAGS, f'--data_dir={FLAGS.data_dir}'),
                             FLAGS.seeds)
   labels = tuple(_CHECK_MEASURES)
-  grid = common.run_grid(
-      [run for run in runs
-       if common.finished_summary(run, FLAGS.runs_dir) is not None or
-       ledger.run(run.name, run.task, run.flags, labels) is None],
-      common.grid_options())
+  grid = common.run_grid(ledger.to_run(runs, FLAGS.runs_dir, labels),
+                         common.grid_options())
   if grid.dry_run:
     return
   entries = [e for e in ledger_lib.entries(runs, FLAGS.runs_dir, ledger,
