@@ -113,17 +113,23 @@ def markdown_table(header: Sequence[str],
 
 def write_result(path: str, title: str, command: str, description: str,
                  table: str, elapsed_s: Optional[float] = None,
-                 footer: str = '') -> None:
+                 footer: str = '', ran_nothing: bool = False) -> None:
   """Writes a markdown result: title, the command and date, notes, table.
 
   `footer` (e.g. `Grid.footer()`: reused runs, mixed commits) follows the
-  table when not empty.
+  table when not empty. `ran_nothing`: every run was finished before (a
+  table rewritten from its runs), so the header gives no time: the date is
+  the rewrite's, and the seconds would be the rewrite's, not the runs'.
   """
   when = time.strftime('%Y-%m-%d')
-  took = f', {elapsed_s:.0f} s' if elapsed_s is not None else ''
+  if ran_nothing:
+    made = f'rewritten {when} from finished runs, none run now'
+  else:
+    took = f', {elapsed_s:.0f} s' if elapsed_s is not None else ''
+    made = f'run {when}{took}'
   text = '\n'.join([
       f'# {title}', '',
-      f'Command: `{command}` (run {when}{took} on this machine: 2 CPU cores, '
+      f'Command: `{command}` ({made} on this machine: 2 CPU cores, '
       'no GPU).', '',
       description.strip(), '',
       table, ''] + ([footer.strip(), ''] if footer.strip() else []))
@@ -226,6 +232,11 @@ class Grid:
   def failures(self) -> list[Outcome]:
     """The runs that failed every attempt."""
     return [o for o in self.outcomes.values() if o.summary is None]
+
+  @property
+  def ran_count(self) -> int:
+    """How many runs this invocation ran (not reused)."""
+    return sum(not o.reused for o in self.outcomes.values())
 
   def footer(self) -> str:
     """Runs reused from earlier invocations and, if mixed, their commits.

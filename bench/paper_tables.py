@@ -506,7 +506,8 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
       '--seeds=K [--columns=...] [--rows=...]',
       common_text, '\n'.join(sections), elapsed_s=time.time() - start,
       footer=' '.join(filter(None, [_provenance(cells, grid),
-                                    grid.footer()])))
+                                    grid.footer()])),
+      ran_nothing=not grid.ran_count)
 
 
 def _provenance(cells: Mapping[str, Mapping[tuple[str, str], Cell]],
@@ -529,8 +530,8 @@ def _provenance(cells: Mapping[str, Mapping[tuple[str, str], Cell]],
         f'{c} ({n} runs)' for c, n in sorted(made_by.items())))
   parts += [f'{n} carried as mean ± std only ({source})'
             for source, n in sorted(carried_from.items())]
-  ran = sum(not o.reused for o in grid.outcomes.values())
   return (f'The tables hold '
           f'{sum(made_by.values()) + sum(carried_from.values())} finished '
-          f'runs: {"; ".join(parts)}. This invocation ran {ran} of them.')
+          f'runs: {"; ".join(parts)}. This invocation ran '
+          f'{grid.ran_count} of them.')
 

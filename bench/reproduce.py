@@ -175,7 +175,8 @@ def _fedavg_check() -> None:
       footer=' '.join(filter(None, [
           'Runs made by the code of ' + ', '.join(
               f'{c} ({n})' for c, n in sorted(made_by.items())) + '.',
-          grid.footer()])))
+          grid.footer()])),
+      ran_nothing=not grid.ran_count)
 
 
 def main(argv):

@@ -45,6 +45,19 @@ def test_write_result_names_the_command(tmp_path):
   assert text.endswith('| a |\n|---|\n')
 
 
+def test_a_rewrite_that_ran_nothing_gives_no_time(tmp_path):
+  # A table rewritten from finished runs once said "run <date>, 0 s".
+  path = os.path.join(tmp_path, 'r.md')
+  common.write_result(path, 'T', 'cmd', 'Notes.', '| a |\n|---|',
+                      elapsed_s=3.0, ran_nothing=True)
+  text = open(path).read()
+  assert 'rewritten 20' in text and 'none run now' in text
+  assert ', 3 s' not in text and '(run ' not in text
+  common.write_result(path, 'T', 'cmd', 'Notes.', '| a |\n|---|',
+                      elapsed_s=3.0)
+  assert '(run 20' in open(path).read() and ', 3 s on' in open(path).read()
+
+
 def test_a_failing_task_reports_its_stderr(tmp_path):
   with pytest.raises(common.TaskFailed, match='No module named'):
     common.run_task('tasks.no_such_task', [], str(tmp_path))
