@@ -123,14 +123,14 @@ def write_result(path: str, title: str, command: str, description: str,
   """
   when = time.strftime('%Y-%m-%d')
   if ran_nothing:
-    made = f'rewritten {when} from finished runs, none run now'
+    made = (f'rewritten {when} from runs finished earlier, none run now; '
+            'they ran on')
   else:
     took = f', {elapsed_s:.0f} s' if elapsed_s is not None else ''
-    made = f'run {when}{took}'
+    made = f'run {when}{took} on this machine:'
   text = '\n'.join([
       f'# {title}', '',
-      f'Command: `{command}` ({made} on this machine: 2 CPU cores, '
-      'no GPU).', '',
+      f'Command: `{command}` ({made} 2 CPU cores, no GPU).', '',
       description.strip(), '',
       table, ''] + ([footer.strip(), ''] if footer.strip() else []))
   os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
