@@ -244,7 +244,7 @@ class Grid:
     Empty when every run ran now from one commit.
     """
     outcomes = list(self.outcomes.values())
-    reused = sum(o.reused for o in outcomes)
+    reused = len(outcomes) - self.ran_count
     notes = []
     if reused:
       notes.append(f'{reused} of {len(outcomes)} runs were reused from an '
