@@ -24,7 +24,9 @@ runs and writes them):
   epoch; the 10k MNIST test set) beside an independent plain-TF FedAvg on the
   same protocol (issue 16: balanced accuracy 0.69 after 5 rounds, 0.82 after
   15, 0.91 after 30, tail-3 classes 0.77 after 30). Ours must land within 2
-  points (mean over 3 seeds).
+  points (mean over 3 seeds). `bench/plain_fedavg.py`, the protocol written
+  again in plain TF sharing no code with the pipeline, runs on the same
+  seeds beside it.
 * `redgrape_t1`: 004 table 1 (and table 9's FedProx, FedAvgM, FedAdam at IR
   100): MNIST-LT IR 10/50/100, per-class Dir(1.0) over 10 clients, all in
   every round; accuracy averaged over the last 10 rounds, as 004 reports.
