@@ -260,6 +260,7 @@ def test_every_registered_algorithm_runs_on_two_workers(workers, algo):
              if name == 'creff' else None)
   process = registry.build_process(name, _SPEC, config, context, options)
   runtime.set_local_execution_context(2)
+  initial = process.get_model_weights(process.initialize()).trainable
   local = _next_rounds(process, name)
   local_again = _next_rounds(process, name)
   runtime.set_remote_execution_context(_addresses(workers))
@@ -267,8 +268,16 @@ def test_every_registered_algorithm_runs_on_two_workers(workers, algo):
   assert np.isfinite(remote[1])
   for value, value_again in zip(local[0], local_again[0]):
     np.testing.assert_array_equal(value, value_again)
-  # Looser than the default test: more algorithms, more sums reordered (one
-  # differed by 1.1e-6 in a weight on 2026-11-23).
-  for remote_value, local_value in zip(remote[0], local[0]):
-    np.testing.assert_allclose(remote_value, local_value, atol=1e-5)
-  np.testing.assert_allclose(remote[1], local[1], rtol=1e-5)
+  # The workers sum the cohort in another order (two partial sums, merged),
+  # and two rounds of training amplify that rounding: BalanceFL's last kernel
+  # differed by 1.0e-6 on one CPU and 3.7e-5 on CI's (2026-12-01), 0.3% of
+  # its 0.012 update. So the bound scales with each variable's update: a
+  # round with client 5 of the cohort replaced by client 3 moved every
+  # BalanceFL variable by 31-39% of its update (2026-12-02), far over 2%.
+  for remote_value, local_value, start in zip(remote[0], local[0], initial):
+    update = np.abs(local_value - np.asarray(start)).max()
+    assert update > 0, 'two rounds left a variable unchanged: nothing compared'
+    np.testing.assert_allclose(remote_value, local_value,
+                               atol=max(1e-6, 0.02 * update))
+  # The round's mean train loss sees the same rounding, amplified alike.
+  np.testing.assert_allclose(remote[1], local[1], rtol=1e-3)
