@@ -11,7 +11,8 @@ Every directory holding Python modules gets one BUILD file:
   * a module with `if __name__ == '__main__'` is also a `py_binary` of its
     name, and its library is then `<name>_lib` (`bazel run //tasks:mnist_lt`);
   * `tests/test_*.py` are `pytest_test` targets (`bazel/defs.bzl`), each
-    depending on `tests:conftest`.
+    depending on `tests:conftest` and on the helpers of `tests/` it imports
+    by their bare names (`import concurrent_runs`).
 Imports are read with `ast`: `import a.b`, `from a import b`, relative
 imports, and module names in strings (`importlib.import_module('bench.x')`,
 `python -m tasks.x` in subprocess calls; an f-string such as
@@ -184,6 +185,11 @@ class _Project:
     needed = set()
     for name in module.imports:
       dep = self.modules.get(name)
+      if dep is None and module.is_test:
+        # pytest puts a test's own folder on sys.path: `import helper`
+        # there is the folder's helper.py.
+        dep = self.modules.get(
+            module.package_dir.replace('/', '.') + '.' + name)
       if dep is not None and dep is not module:
         needed.add(dep)
     for package in module.dynamic_packages:

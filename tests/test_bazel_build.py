@@ -41,7 +41,9 @@ def tiny_tree(tmp_path):
         pass
       """)
   _write(tmp_path, 'tests/conftest.py', '')
+  _write(tmp_path, 'tests/helper.py', '')
   _write(tmp_path, 'tests/test_x.py', """\
+      import helper
       from pkg.sub import b
       NAME = 'prog'
       COMMAND = f'pkg.{NAME}'
@@ -71,10 +73,11 @@ def test_targets_follow_modules_imports_and_programs(tiny_tree):
           '    deps = [":__init__"],\n)') in pkg
   tests = files['tests/BUILD']
   assert 'load("//bazel:defs.bzl", "pytest_test")' in tests
-  # An f-string 'pkg.{...}' means every module of pkg.
+  # An f-string 'pkg.{...}' means every module of pkg; `import helper` is
+  # tests/helper.py (pytest puts the test's folder on sys.path).
   assert ('pytest_test(\n    name = "test_x",\n    srcs = ["test_x.py"],\n'
           '    timeout = "long",\n    deps = [\n        ":conftest",\n'
-          '        "//pkg/sub:b",\n        "//pkg:a",\n        "//pkg:prog_lib",\n'
+          '        ":helper",\n        "//pkg/sub:b",\n        "//pkg:a",\n        "//pkg:prog_lib",\n'
           '    ],') in tests
 
 

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import concurrent_runs
 from bench import common
 from bench import quality
 
@@ -204,7 +205,7 @@ def test_write_result_puts_the_footer_after_the_table(tmp_path):
   assert open(path).read().endswith('|---|\n\n2 of 2 runs were reused.\n')
 
 
-@pytest.mark.parametrize('module, flag, message', [
+_BAD_FLAGS = [
     ('bench.speed', '--sections=nope',
      '--sections: nope not among methods, memory'),
     ('bench.speed', '--algos=fedavg,climb:climb_nope=1',
@@ -217,18 +218,30 @@ def test_write_result_puts_the_footer_after_the_table(tmp_path):
      'Nope: not a column or row of redgrape_t1'),
     ('bench.reproduce', '--table=fedavg_check --seeds=0',
      'fedavg_check: no finished run for --seeds=0'),
-])
-def test_a_bad_benchmark_flag_stops_with_its_line(module, flag, message,
-                                                  tmp_path):
-  result = subprocess.run(
-      [sys.executable, '-m', module, *flag.split(),
-       f'--output={tmp_path / "out.md"}'],
+]
+
+
+@pytest.fixture(scope='module')
+def bad_flag_results(tmp_path_factory):
+  """Each case's process and --output path, all started together."""
+  outputs = {(module, flag): tmp_path_factory.mktemp('bad_flag') / 'out.md'
+             for module, flag, _ in _BAD_FLAGS}
+  results = concurrent_runs.run_all(
+      {key: [sys.executable, '-m', key[0], *key[1].split(),
+             f'--output={output}'] for key, output in outputs.items()},
       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-      capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+      timeout=300)
+  return {key: (results[key], outputs[key]) for key in outputs}
+
+
+@pytest.mark.parametrize('module, flag, message', _BAD_FLAGS)
+def test_a_bad_benchmark_flag_stops_with_its_line(module, flag, message,
+                                                  bad_flag_results):
+  result, output = bad_flag_results[module, flag]
   assert result.returncode != 0
   assert 'Traceback' not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith(message)
-  assert not (tmp_path / 'out.md').exists()
+  assert not output.exists()
 
 
 def test_git_commit_ignores_written_results_but_not_code(tmp_path):

@@ -2,7 +2,8 @@
 
 Each case runs `python -m tasks.mnist_lt` in a subprocess on a tiny
 configuration. The reference run is made once per module and shared; the tests
-that use it only read its directory. A run killed with SIGKILL or stopped with
+that use it only read its directory. Runs that no test interrupts start
+together (`concurrent_runs`). A run killed with SIGKILL or stopped with
 SIGTERM must leave no TFF worker behind; a resumed run must start after its
 checkpoint (it prints, or keeps the timings of, only the later rounds) and end
 bit-identical to the uninterrupted run, also for the methods whose state holds
@@ -21,6 +22,8 @@ import time
 
 import numpy as np
 import pytest
+
+import concurrent_runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--model=mlp', '--num_clients=5', '--clients_per_round=3',
@@ -87,12 +90,22 @@ def _summary(run_dir):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory):
+def uninterrupted_runs(tmp_path_factory):
+  """Two uninterrupted runs with the same flags, started together."""
+  run_dirs = [tmp_path_factory.mktemp(name) / 'run'
+              for name in ('reference', 'repeat')]
+  results = concurrent_runs.run_all(
+      {run_dir: _command(f'--output_dir={run_dir}') for run_dir in run_dirs},
+      cwd=ROOT, timeout=240)
+  for result in results.values():
+    assert result.returncode == 0, result.stderr
+  return run_dirs
+
+
+@pytest.fixture(scope='module')
+def reference(uninterrupted_runs):
   """An uninterrupted run's directory."""
-  run_dir = tmp_path_factory.mktemp('reference') / 'run'
-  result = _run(f'--output_dir={run_dir}')
-  assert result.returncode == 0, result.stderr
-  return run_dir
+  return uninterrupted_runs[0]
 
 
 def test_output_dir_holds_every_result(reference):
@@ -108,13 +121,12 @@ def test_output_dir_holds_every_result(reference):
   assert not [n for n in names if n.endswith('.tmp')]
 
 
-def test_same_flags_give_identical_results(reference, tmp_path):
-  result = _run(f'--output_dir={tmp_path}')
-  assert result.returncode == 0, result.stderr
-  assert _rows(tmp_path) == _rows(reference)
-  assert _summary(tmp_path) == _summary(reference)
+def test_same_flags_give_identical_results(uninterrupted_runs):
+  reference, repeat = uninterrupted_runs
+  assert _rows(repeat) == _rows(reference)
+  assert _summary(repeat) == _summary(reference)
   for name, value in _weights(reference).items():
-    np.testing.assert_array_equal(_weights(tmp_path)[name], value)
+    np.testing.assert_array_equal(_weights(repeat)[name], value)
 
 
 def _worker_pids(pid):
@@ -259,19 +271,39 @@ def _keep_checkpoints_up_to(run_dir, last_round):
     os.remove(run_dir / name)
 
 
-@pytest.mark.parametrize('method', sorted(STATEFUL_METHODS))
-def test_resume_restores_state_beyond_the_model(method, tmp_path):
-  # The kill itself is tested above for FedAvg; here the directory it leaves
-  # is made exactly, so that the run stops at a known round every time.
-  flags = [*STATEFUL_METHODS[method], *SHORT]
-  reference = tmp_path / 'reference'
-  result = _run(*flags, f'--output_dir={reference}')
-  assert result.returncode == 0, result.stderr
-  run_dir = tmp_path / 'run'
-  shutil.copytree(reference, run_dir)
-  _keep_checkpoints_up_to(run_dir, STOP_AFTER_ROUND)
+@pytest.fixture(scope='module')
+def stateful_runs(tmp_path_factory):
+  """Per method: an uninterrupted run, and a copy resumed after a kill.
 
-  result = _run(*flags, f'--output_dir={run_dir}', '--resume')
+  The kill itself is tested above for FedAvg; here the directory it leaves
+  is made exactly, so that the run stops at a known round every time. The
+  methods' runs start together, then their resumes (`concurrent_runs`).
+  """
+  root = tmp_path_factory.mktemp('stateful')
+  references = {method: root / method / 'reference'
+                for method in STATEFUL_METHODS}
+  first = concurrent_runs.run_all(
+      {method: _command(*flags, *SHORT, f'--output_dir={references[method]}')
+       for method, flags in STATEFUL_METHODS.items()}, cwd=ROOT, timeout=240)
+  resumed = {}
+  for method, result in first.items():
+    if result.returncode == 0:
+      resumed[method] = root / method / 'run'
+      shutil.copytree(references[method], resumed[method])
+      _keep_checkpoints_up_to(resumed[method], STOP_AFTER_ROUND)
+  second = concurrent_runs.run_all(
+      {method: _command(*STATEFUL_METHODS[method], *SHORT,
+                        f'--output_dir={run_dir}', '--resume')
+       for method, run_dir in resumed.items()}, cwd=ROOT, timeout=240)
+  return {method: (first[method], references[method], second.get(method),
+                   resumed.get(method))
+          for method in STATEFUL_METHODS}
+
+
+@pytest.mark.parametrize('method', sorted(STATEFUL_METHODS))
+def test_resume_restores_state_beyond_the_model(method, stateful_runs):
+  first, reference, result, run_dir = stateful_runs[method]
+  assert first.returncode == 0, first.stderr
   assert result.returncode == 0, result.stderr
   assert _printed_rounds(result.stdout) == [3, 4]
   assert (_round_seconds(run_dir, STOP_AFTER_ROUND) ==

@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 
+import concurrent_runs
 from tff_imbalance.data.sources import registry as sources
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -84,7 +85,7 @@ def test_local_training_task_reports_over_writers(tmp_path):
   assert 'balanced' in result.stdout
 
 
-@pytest.mark.parametrize('task, flags, expected', [
+_BAD_INPUTS = [
     ('mnist_lt', ['--algo=fedbogus'], '--algo'),
     ('mnist_lt', ['--imbalance_ratio=0.5'], '--imbalance_ratio'),
     ('mnist_lt', ['--dirichlet_alpha=0'], '--dirichlet_alpha'),
@@ -104,9 +105,22 @@ def test_local_training_task_reports_over_writers(tmp_path):
     # psi selection without validation data would silently sample uniformly.
     ('mnist_lt', ['--algo=fedfocal', '--validation_fraction=0'],
      '--validation_fraction=0'),
-])
-def test_bad_input_stops_with_one_clear_message(task, flags, expected):
-  result = _run(task, *TINY, *flags)
+]
+
+
+@pytest.fixture(scope='module')
+def bad_input_results():
+  """Every bad-input case's process, started together (`concurrent_runs`)."""
+  return concurrent_runs.run_all(
+      {(task, tuple(flags)): [sys.executable, '-m', f'tasks.{task}', *TINY,
+                              *flags]
+       for task, flags, _ in _BAD_INPUTS}, cwd=ROOT, timeout=240)
+
+
+@pytest.mark.parametrize('task, flags, expected', _BAD_INPUTS)
+def test_bad_input_stops_with_one_clear_message(task, flags, expected,
+                                                bad_input_results):
+  result = bad_input_results[task, tuple(flags)]
   assert result.returncode != 0
   assert expected in result.stderr
   assert 'Traceback' not in result.stderr
