@@ -77,7 +77,8 @@ def test_targets_follow_modules_imports_and_programs(tiny_tree):
   # tests/helper.py (pytest puts the test's folder on sys.path).
   assert ('pytest_test(\n    name = "test_x",\n    srcs = ["test_x.py"],\n'
           '    timeout = "long",\n    deps = [\n        ":conftest",\n'
-          '        ":helper",\n        "//pkg/sub:b",\n        "//pkg:a",\n        "//pkg:prog_lib",\n'
+          '        ":helper",\n        "//pkg/sub:b",\n        "//pkg:a",\n'
+          '        "//pkg:prog_lib",\n'
           '    ],') in tests
 
 

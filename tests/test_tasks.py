@@ -21,10 +21,14 @@ TINY = ['--model=mlp', '--rounds=2', '--eval_every=1', '--local_epochs=1',
         '--batch_size=16']
 
 
+def _command(task, *flags):
+  return [sys.executable, '-m', f'tasks.{task}', *flags]
+
+
 def _run(task, *flags, timeout=240):
   return subprocess.run(
-      [sys.executable, '-m', f'tasks.{task}', *flags], cwd=ROOT,
-      capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+      _command(task, *flags), cwd=ROOT, capture_output=True, text=True,
+      timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def _write_leaf(root, writers, rng, bad_json=False):
@@ -112,8 +116,7 @@ _BAD_INPUTS = [
 def bad_input_results():
   """Every bad-input case's process, started together (`concurrent_runs`)."""
   return concurrent_runs.run_all(
-      {(task, tuple(flags)): [sys.executable, '-m', f'tasks.{task}', *TINY,
-                              *flags]
+      {(task, tuple(flags)): _command(task, *TINY, *flags)
        for task, flags, _ in _BAD_INPUTS}, cwd=ROOT, timeout=240)
 
 
