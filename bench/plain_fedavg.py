@@ -23,7 +23,8 @@ dense-10; Keras's default initialisers). Evaluation: balanced accuracy
 
 It writes `metrics.csv` (round, round_seconds, balanced_accuracy) and
 `summary.json` in the run layout `bench.common` reads, so the check's grid runs
-and reuses it like a task.
+and reuses it like a task. `PlainFedAvg` (model, client loop and average) is
+also what `bench/fedavg_paired.py` runs beside our FedAvg on identical inputs.
 """
 
 import csv
@@ -31,6 +32,7 @@ import gzip
 import json
 import os
 import time
+from typing import Iterable, Sequence
 
 from absl import app
 from absl import flags
@@ -52,7 +54,6 @@ flags.DEFINE_integer('batch_size', 64, 'Client batch size.')
 flags.DEFINE_string('output_dir', None, 'Where metrics.csv and summary.json '
                     'go.')
 flags.DEFINE_bool('quiet', False, 'Print nothing per round.')
-flags.mark_flag_as_required('output_dir')
 
 _NUM_CLASSES = 10
 _TAIL_CLASSES = (7, 8, 9)
@@ -112,7 +113,8 @@ def _split(labels: np.ndarray, kept: np.ndarray,
       return clients
 
 
-def _model() -> tf.keras.Model:
+def build_model() -> tf.keras.Model:
+  """The McMahan CNN with Keras's default initialisers."""
   layers = tf.keras.layers
   return tf.keras.Sequential([
       tf.keras.Input((28, 28, 1)),
@@ -125,6 +127,71 @@ def _model() -> tf.keras.Model:
       layers.Dense(_NUM_CLASSES)])
 
 
+Batches = Iterable[tuple[np.ndarray, np.ndarray]]
+
+
+class PlainFedAvg:
+  """FedAvg of one Keras model that each client trains in turn.
+
+  `model` holds the global weights w_t between rounds; `run_round` takes
+  each client's batches (images [B, 28, 28, 1] float32, labels [B] int64)
+  and leaves w_{t+1} in `model`.
+  """
+
+  def __init__(self, client_lr: float, client_momentum: float):
+    self.model = build_model()
+    self._velocity = [tf.Variable(tf.zeros_like(w))
+                      for w in self.model.trainable_weights]
+    loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    weights, velocity = self.model.trainable_weights, self._velocity
+
+    # One trace for every batch size (each client's last batch is smaller).
+    @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]),
+                                  tf.TensorSpec([None], tf.int64)])
+    def train_step(x, y):
+      with tf.GradientTape() as tape:
+        loss = loss_fn(y, self.model(x, training=True))
+      grads = tape.gradient(loss, weights)
+      for w, v, g in zip(weights, velocity, grads):
+        v.assign(client_momentum * v - client_lr * g)
+        w.assign_add(v)
+
+    @tf.function
+    def predict(x):
+      return tf.argmax(self.model(x, training=False), axis=1)
+
+    self._train_step, self._predict = train_step, predict
+
+  def run_round(self, clients: Sequence[Batches]) -> None:
+    """w_{t+1} = sum_k (n_k / n) w_t^k over the clients' local epochs."""
+    global_weights = self.model.get_weights()
+    trained, sizes = [], []
+    for batches in clients:
+      self.model.set_weights(global_weights)
+      for v in self._velocity:
+        v.assign(tf.zeros_like(v))
+      size = 0
+      for x, y in batches:
+        self._train_step(x, y)
+        size += len(y)
+      trained.append(self.model.get_weights())
+      sizes.append(size)
+    sizes = np.array(sizes, dtype=np.float64)
+    new_weights = [np.zeros_like(w) for w in global_weights]
+    for weights, size in zip(trained, sizes):
+      for average, w in zip(new_weights, weights):
+        average += (size / sizes.sum()) * w
+    self.model.set_weights(new_weights)
+
+  def recall(self, x_test: np.ndarray, y_test: np.ndarray) -> np.ndarray:
+    """Each class's recall on the test set: [C]."""
+    predicted = np.concatenate([
+        self._predict(x_test[i:i + 1000]).numpy()
+        for i in range(0, len(x_test), 1000)])
+    return np.array([np.mean(predicted[y_test == c] == c)
+                     for c in range(_NUM_CLASSES)])
+
+
 def main(argv):
   del argv
   tf.keras.utils.set_random_seed(FLAGS.seed)
@@ -134,53 +201,23 @@ def main(argv):
   x_test, y_test = _images_labels('t10k')
   clients = _split(y_train, _long_tail(y_train, rng), rng)
   sizes = np.array([c.size for c in clients], dtype=np.float64)
+  fedavg = PlainFedAvg(FLAGS.client_lr, FLAGS.client_momentum)
 
-  model = _model()
-  velocity = [tf.Variable(tf.zeros_like(w)) for w in model.trainable_weights]
-  loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-  # One trace for every batch size (each client's last batch is smaller).
-  @tf.function(input_signature=[tf.TensorSpec([None, 28, 28, 1]),
-                                tf.TensorSpec([None], tf.int64)])
-  def train_step(x, y):
-    with tf.GradientTape() as tape:
-      loss = loss_fn(y, model(x, training=True))
-    grads = tape.gradient(loss, model.trainable_weights)
-    for w, v, g in zip(model.trainable_weights, velocity, grads):
-      v.assign(FLAGS.client_momentum * v - FLAGS.client_lr * g)
-      w.assign_add(v)
-
-  @tf.function
-  def predict(x):
-    return tf.argmax(model(x, training=False), axis=1)
-
-  def evaluate() -> tuple[float, np.ndarray]:
-    predicted = np.concatenate([predict(x_test[i:i + 1000]).numpy()
-                                for i in range(0, len(x_test), 1000)])
-    recall = np.array([np.mean(predicted[y_test == c] == c)
-                       for c in range(_NUM_CLASSES)])
-    return float(recall.mean()), recall
+  def batches(order: np.ndarray) -> Batches:
+    for i in range(0, order.size, FLAGS.batch_size):
+      batch = order[i:i + FLAGS.batch_size]
+      yield x_train[batch], y_train[batch]
 
   os.makedirs(FLAGS.output_dir, exist_ok=True)
   history, rows = [], []
   for round_num in range(1, FLAGS.rounds + 1):
     start = time.perf_counter()
-    global_weights = model.get_weights()
-    new_weights = [np.zeros_like(w) for w in global_weights]
-    for client, size in zip(clients, sizes):
-      model.set_weights(global_weights)
-      for v in velocity:
-        v.assign(tf.zeros_like(v))
-      order = rng.permutation(client)
-      for i in range(0, order.size, FLAGS.batch_size):
-        batch = order[i:i + FLAGS.batch_size]
-        train_step(x_train[batch], y_train[batch])
-      for total, w in zip(new_weights, model.get_weights()):
-        total += (size / sizes.sum()) * w
-    model.set_weights(new_weights)
+    # Drawn client by client, in the order they train (the runs' stream).
+    fedavg.run_round(batches(rng.permutation(client)) for client in clients)
     row = dict(round=round_num, round_seconds=time.perf_counter() - start)
     if round_num % FLAGS.eval_every == 0 or round_num == FLAGS.rounds:
-      balanced, recall = evaluate()
+      recall = fedavg.recall(x_test, y_test)
+      balanced = float(recall.mean())
       row['balanced_accuracy'] = balanced
       history.append(dict(round=round_num, balanced_accuracy=balanced))
       if not FLAGS.quiet:
@@ -203,4 +240,6 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Required of the program only: bench/fedavg_paired.py imports the module.
+  flags.mark_flag_as_required('output_dir')
   app.run(main)
