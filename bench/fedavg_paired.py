@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from bench import common
 from bench import plain_fedavg
+from tff_imbalance import errors
 from tff_imbalance import experiment
 from tff_imbalance import runner
 from tff_imbalance import runtime
@@ -225,8 +226,31 @@ def _table(by_seed: list[list[dict]]) -> str:
        '|ours - plain TF|, largest over seeds (points)'], table_rows)
 
 
+def _check_flags() -> None:
+  if FLAGS.seeds < 1:
+    raise errors.UserInputError(
+        f'--seeds must be >= 1 (got {FLAGS.seeds}): it runs seeds 0..n-1.')
+  for flag in ('rounds', 'eval_every', 'num_clients', 'batch_size'):
+    if getattr(FLAGS, flag) < 1:
+      raise errors.UserInputError(
+          f'--{flag} must be >= 1 (got {getattr(FLAGS, flag)}).')
+  momentum = FLAGS.plain_client_momentum
+  if momentum is not None and not 0 <= momentum < 1:
+    raise errors.UserInputError(
+        f'--plain_client_momentum must be in [0, 1) (got {momentum}).')
+
+
 def main(argv):
   del argv
+  try:
+    _check_flags()
+    _compare()
+  except errors.UserInputError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _compare() -> None:
+  """Runs the seeds and writes the table and its .json."""
   start = time.time()
   runtime.set_local_execution_context()
   tf.config.experimental.enable_op_determinism()

@@ -218,6 +218,12 @@ _BAD_FLAGS = [
      'Nope: not a column or row of redgrape_t1'),
     ('bench.reproduce', '--table=fedavg_check --seeds=0',
      'fedavg_check: no finished run for --seeds=0'),
+    ('bench.fedavg_paired', '--seeds=0', '--seeds must be >= 1 (got 0)'),
+    ('bench.fedavg_paired', '--rounds=0', '--rounds must be >= 1 (got 0).'),
+    ('bench.fedavg_paired', '--plain_client_momentum=1',
+     '--plain_client_momentum must be in [0, 1) (got 1.0).'),
+    ('bench.fedavg_paired', '--data_dir=/nonexistent',
+     '--data_dir=/nonexistent is not a directory'),
 ]
 
 
