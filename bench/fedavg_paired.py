@@ -114,10 +114,9 @@ def _flat(weights) -> np.ndarray:
                          for w in weights])
 
 
-def _relative(a, b, start) -> float:
-  """||a - b|| / ||a - start||, every weight in one vector."""
-  return float(np.linalg.norm(_flat(a) - _flat(b)) /
-               np.linalg.norm(_flat(a) - _flat(start)))
+def _relative(a: np.ndarray, b: np.ndarray, start: np.ndarray) -> float:
+  """||a - b|| / ||a - start|| of flattened weights (`_flat`)."""
+  return float(np.linalg.norm(a - b) / np.linalg.norm(a - start))
 
 
 def paired_rounds(source: arrays.SourceData, seed: int, protocol: Protocol,
@@ -161,6 +160,7 @@ def paired_rounds(source: arrays.SourceData, seed: int, protocol: Protocol,
   process = prepared.process
   state = process.initialize()
   initial = [np.asarray(w) for w in process.get_model_weights(state).trainable]
+  initial_flat = _flat(initial)
   plain, nudged, scorer = (
       plain_fedavg.PlainFedAvg(plain_protocol.client_lr,
                                plain_protocol.client_momentum)
@@ -181,14 +181,14 @@ def paired_rounds(source: arrays.SourceData, seed: int, protocol: Protocol,
     for model in (plain, nudged):
       model.run_round([_numpy_batches(dataset) for dataset in inputs])
     ours = [np.asarray(w) for w in process.get_model_weights(state).trainable]
-    plain_weights = plain.model.get_weights()
+    ours_flat, plain_flat, nudged_flat = (
+        _flat(ours), _flat(plain.model.get_weights()),
+        _flat(nudged.model.get_weights()))
     row = dict(
         round=round_num,
-        ours_vs_plain=_relative(ours, plain_weights, initial),
-        plain_vs_nudged=_relative(plain_weights, nudged.model.get_weights(),
-                                  initial),
-        max_abs_difference=float(np.max(np.abs(
-            _flat(ours) - _flat(plain_weights)))))
+        ours_vs_plain=_relative(ours_flat, plain_flat, initial_flat),
+        plain_vs_nudged=_relative(plain_flat, nudged_flat, initial_flat),
+        max_abs_difference=float(np.max(np.abs(ours_flat - plain_flat))))
     if round_num % protocol.eval_every == 0 or round_num == protocol.rounds:
       scorer.model.set_weights(ours)
       row['balanced_ours'] = float(scorer.recall(x_test, y_test).mean())
@@ -270,11 +270,11 @@ def _compare() -> None:
   last = [seed_rows[-1] for seed_rows in by_seed]
   description = (
       f'Seeds 0..{FLAGS.seeds - 1}; full MNIST-LT IR '
-      f'{FLAGS.imbalance_ratio:g} ({len(source.train.y)} digits before the '
-      f'long tail), per-class Dir({FLAGS.dirichlet_alpha:g}) over '
-      f'{FLAGS.num_clients} clients, all of them every round; McMahan CNN, '
-      f'SGD momentum {FLAGS.client_momentum:g}, lr {FLAGS.client_lr:g}, '
-      f'batch {FLAGS.batch_size}, 1 local epoch, {FLAGS.rounds} rounds. '
+      f'{protocol.imbalance_ratio:g} ({len(source.train.y)} digits before the '
+      f'long tail), per-class Dir({protocol.dirichlet_alpha:g}) over '
+      f'{protocol.num_clients} clients, all of them every round; McMahan CNN, '
+      f'SGD momentum {protocol.client_momentum:g}, lr {protocol.client_lr:g}, '
+      f'batch {protocol.batch_size}, 1 local epoch, {protocol.rounds} rounds. '
       'Both implementations start from our initial weights of the seed and '
       'train on the same batches (module docstring of '
       '`bench/fedavg_paired.py`); the relative weight difference is '

@@ -178,9 +178,9 @@ class PlainFedAvg:
       sizes.append(size)
     sizes = np.array(sizes, dtype=np.float64)
     new_weights = [np.zeros_like(w) for w in global_weights]
-    for weights, size in zip(trained, sizes):
+    for weights, share in zip(trained, sizes / sizes.sum()):
       for average, w in zip(new_weights, weights):
-        average += (size / sizes.sum()) * w
+        average += share * w
     self.model.set_weights(new_weights)
 
   def recall(self, x_test: np.ndarray, y_test: np.ndarray) -> np.ndarray:
