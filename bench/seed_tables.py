@@ -99,9 +99,9 @@ _REDGRAPE_T1 = PaperTable(
         ('FedAdam', 'IR 100'): 95.06}),),
     ours_only=(_TAIL,),
     budgets={'cpu': Budget(30, 1, 'cnn', '004: 200 rounds of 5 local '
-                           'epochs; 30 x 1 is where our FedAvg meets the '
-                           'independent plain-TF check, '
-                           'results/reproduce_fedavg_check.md'),
+                           'epochs; 30 x 1 is the budget at which our FedAvg '
+                           'is checked against an independent plain-TF '
+                           'FedAvg, results/reproduce_fedavg_check.md'),
              'paper': Budget(200, 5, 'cnn', '004\'s budget')},
     last_rounds=10, notes=_NOTES_004 + (
         ' Accuracy is overall accuracy on the 10k MNIST test set, the mean '
