@@ -247,9 +247,12 @@ class Grid:
     reused = len(outcomes) - self.ran_count
     notes = []
     if reused:
+      # When none ran now the header gives no time (write_result's
+      # ran_nothing), so there is no time to qualify.
+      timed = (' (the time above is this invocation\'s)' if self.ran_count
+               else '')
       notes.append(f'{reused} of {len(outcomes)} runs were reused from an '
-                   'earlier invocation with the same task and flags (the '
-                   'time above is this invocation\'s).')
+                   f'earlier invocation with the same task and flags{timed}.')
     commits = collections.Counter(o.commit for o in outcomes
                                   if o.summary is not None)
     if len(commits) > 1:

@@ -106,6 +106,20 @@ class Ledger:
             if common.finished_summary(run, runs_dir) is not None or
             self.run(run.name, run.task, run.flags, measures) is None]
 
+  def carries(self, runs: Sequence[common.Run],
+              measures: Sequence[str]) -> bool:
+    """Whether a carried cell holds all of `runs` (one cell's seeds): one
+    cell name, its task, flags and measures, and every run's seed among its
+    seeds. Such runs are finished: the table shows the carried cell, so
+    running them again would only replace it."""
+    names = {os.path.dirname(run.name) for run in runs}
+    if len(names) != 1:
+      return False
+    first = runs[0]
+    cell = self.carried_cell(names.pop(), first.task, first.flags, measures)
+    return cell is not None and all(
+        _seed(run.flags) in cell.seed_ids for run in runs)
+
   def carried_cell(self, name: str, task: str, flags: Sequence[str],
                    measures: Sequence[str]) -> Optional[CarriedCell]:
     """The carried cell `name` if it is exactly this task, these flags (any
@@ -145,6 +159,12 @@ def entries(runs: Sequence[common.Run], runs_dir: str, ledger: Ledger,
           common.finished_date(run_dir))
     found.append(ledger.run(run.name, run.task, run.flags, labels))
   return found
+
+
+def _seed(flags: Sequence[str]) -> Optional[int]:
+  """The run's --seed=K, None without one."""
+  return next((int(f.split('=', 1)[1]) for f in flags
+               if _SEED_FLAG.match(f)), None)
 
 
 def unseeded(flags: Sequence[str]) -> tuple[str, ...]:

@@ -459,8 +459,10 @@ def make_table(parts: Sequence[PaperTable], name: str, budget_name: str,
         cell = [run for run in cell_runs(part, name, budget_name, column,
                                          row, seeds) if run.name not in seen]
         seen.update(run.name for run in cell)
-        # A run the ledger holds is finished, even where runs/ lost it.
-        to_run = ledger.to_run(cell, options.runs_dir, labels)
+        # A run the ledger holds is finished, even where runs/ lost it; so
+        # is a cell whose chosen seeds a carried cell holds.
+        to_run = ([] if cell and ledger.carries(cell, labels)
+                  else ledger.to_run(cell, options.runs_dir, labels))
         held += len(cell) - len(to_run)
         runs += to_run
   if held:

@@ -166,21 +166,24 @@ def _fedavg_check() -> None:
               zip(labels, fedavg_check.REFERENCES))]
   criterion_seeds = (
       f'seeds 0-{min(len(entries), fedavg_check.CRITERION_SEEDS) - 1}')
+  tolerance_points = f'{100 * fedavg_check.TOLERANCE:g}'
+  measure_count = len(fedavg_check.REFERENCES)
   table = common.markdown_table(
       ['', 'independent plain-TF FedAvg (issue 16)',
        f'plain-TF FedAvg here, bench/plain_fedavg.py (mean ± std, '
        f'{len(plain_entries)} seeds)',
        f'ours (mean ± std, {len(entries)} seeds)',
        f'ours ({criterion_seeds}) - issue 16 (points; the criterion: '
-       'within 2)',
+       f'within {tolerance_points})',
        f'bench/plain_fedavg.py ({criterion_seeds}) - issue 16 (points)',
        'ours (all seeds) - issue 16 (points)',
        'ours - bench/plain_fedavg.py (all seeds; points ± standard error)'],
       rows)
   subsets = (
       f'The criterion applied to every {fedavg_check.CRITERION_SEEDS}-seed '
-      'subset of the runs (all four measures within 2 points of issue '
-      f'16\'s): {_subsets_line("ours", entries)}, '
+      f'subset of the runs (all {measure_count} measures within '
+      f'{tolerance_points} points of issue 16\'s): '
+      f'{_subsets_line("ours", entries)}, '
       f'{_subsets_line("bench/plain_fedavg.py", plain_entries)}. The '
       'standard error is sqrt(s_1^2 / n_1 + s_2^2 / n_2) with sample '
       'variances: a difference within about two of it is what different '

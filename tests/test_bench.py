@@ -120,6 +120,14 @@ def test_grid_runs_every_run_and_reuses_them_by_flags(tmp_path, fake_task):
   assert all(o.reused for o in second.outcomes.values())
   assert [_starts(tmp_path, f'r{i}') for i in range(3)] == [1, 1, 1]
   assert '3 of 3 runs were reused' in second.footer()
+  # Nothing ran now, so the header has no time for the footer to qualify.
+  assert 'time above' not in second.footer()
+  third = common.run_grid(
+      runs + [common.Run('r3', fake_task, ('--acc=0.3', '--seed=0'))],
+      _options(tmp_path, parallel=2))
+  assert ('3 of 4 runs were reused from an earlier invocation with the same '
+          'task and flags (the time above is this invocation\'s).'
+          in third.footer())
 
 
 def test_a_changed_flag_reruns_in_the_same_directory(tmp_path, fake_task):

@@ -91,6 +91,41 @@ def test_make_table_does_not_run_what_the_ledger_holds(tmp_path, capsys):
   assert '--seed=0' not in printed
 
 
+def test_make_table_does_not_run_a_cell_a_carried_cell_holds(tmp_path,
+                                                            capsys):
+  table = fake_runs.toy_table()
+  output = str(tmp_path / 'out.md')
+  name, carried = _carried(table, 'A', (0, 1, 2), 0.8, 0.01)
+  ledger_lib.write(ledger_lib.path_for(output),
+                   ledger_lib.Ledger(carried={name: carried}))
+  options = common.GridOptions(runs_dir=str(tmp_path / 'runs'), dry_run=True)
+  paper_tables.make_table((table,), 't', 'cpu', 3, options, output,
+                          rows=['A'])
+  printed = capsys.readouterr().out
+  assert '3 chosen runs are held by' in printed
+  assert '--algo=a' not in printed
+  # Seed 3 is not among the carried seeds: the whole cell runs, and its own
+  # four seeds replace the carried mean once finished.
+  paper_tables.make_table((table,), 't', 'cpu', 4, options, output,
+                          rows=['A'])
+  printed = capsys.readouterr().out
+  assert 'held by' not in printed
+  assert all(f'--seed={k}' in printed for k in range(4))
+
+
+def test_carries_needs_the_cells_exact_flags_and_measures():
+  table = fake_runs.toy_table()
+  name, carried = _carried(table, 'A', (0, 1, 2), 0.8, 0.01)
+  ledger = ledger_lib.Ledger(carried={name: carried})
+  runs = _cell_runs(table, 'A', 2)
+  assert ledger.carries(runs, _LABELS)
+  assert not ledger.carries(runs, ('balanced accuracy',))
+  assert not ledger.carries(_cell_runs(table, 'FedAvg', 2), _LABELS)
+  other_flags = [common.Run(r.name, r.task, (*r.flags, '--rounds=99'))
+                 for r in runs]
+  assert not ledger.carries(other_flags, _LABELS)
+
+
 def test_a_carried_cell_shows_until_own_runs_have_as_many_seeds(tmp_path):
   table = fake_runs.toy_table()
   name, carried = _carried(table, 'FedAvg', (0, 1, 2), 0.8, 0.01)
